@@ -1,0 +1,74 @@
+//! The state every listener shares: the live rules, the providers, the session codec and the
+//! counters. Built once by `server` (or by a test) and passed around in an `Arc`.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::oidc::fetch;
+use crate::oidc::provider::Providers;
+use crate::rules::{RuleSet, RuleSetHandle};
+use crate::session::SessionCodec;
+
+pub struct App {
+    pub rules: RuleSetHandle,
+    pub providers: Providers,
+    pub sessions: SessionCodec,
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// Builds the state and starts discovery for every enabled rule's provider.
+    pub fn start(config: &Config, rules: RuleSet) -> Arc<App> {
+        let app = Arc::new(App {
+            rules: RuleSetHandle::new(rules),
+            providers: Providers::new(fetch::client()),
+            sessions: SessionCodec::new(&config.session),
+            metrics: Metrics::default(),
+        });
+        app.start_providers();
+        app
+    }
+
+    /// Makes sure every enabled rule's provider exists (discovery runs in the background).
+    pub fn start_providers(&self) {
+        let rules = self.rules.load();
+        for rule in rules.enabled() {
+            self.providers.ensure(rule);
+        }
+    }
+
+    /// Swaps in a new rule set; `Check` follows from the next request.
+    pub fn replace_rules(&self, rules: RuleSet) {
+        self.rules.store(rules);
+        self.start_providers();
+    }
+
+    /// Enabled rules whose provider is not ready, with the reason.
+    pub fn not_ready(&self) -> Vec<(String, String)> {
+        let rules = self.rules.load();
+        rules
+            .enabled()
+            .filter_map(|r| {
+                let p = self.providers.get(r);
+                match p {
+                    Some(p) if p.is_ready() => None,
+                    Some(p) => Some((
+                        r.name.clone(),
+                        p.last_error()
+                            .unwrap_or_else(|| "discovery in progress".into()),
+                    )),
+                    None => Some((r.name.clone(), "not started".into())),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

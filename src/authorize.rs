@@ -1,0 +1,266 @@
+//! Answers one request end to end, without knowing Envoy: route it through the rules, look at
+//! its credentials, and produce a `Verdict` (allow with header changes, or a `Reply` to send
+//! back). `check` adapts Envoy's `CheckRequest` to `RequestFacts` and the `Verdict` back.
+
+use std::collections::HashMap;
+
+use crate::app::App;
+use crate::config::{DefaultAction, UpstreamToken};
+use crate::decision::{route, Route};
+use crate::identity::{check_allowed, Identity};
+use crate::metrics::bump;
+use crate::oidc::token::TokenError;
+use crate::reply::Reply;
+use crate::rules::normalize::RequestPath;
+use crate::rules::Rule;
+use crate::session::cookies;
+
+/// Identity headers we set; any other client-sent `x-auth-request-*` header is removed.
+pub const IDENTITY_PREFIX: &str = "x-auth-request-";
+pub const H_USER: &str = "x-auth-request-user";
+pub const H_EMAIL: &str = "x-auth-request-email";
+pub const H_USERNAME: &str = "x-auth-request-preferred-username";
+pub const H_GROUPS: &str = "x-auth-request-groups";
+pub const H_RULE: &str = "x-auth-request-rule";
+
+/// What we know about a request, in protocol-free terms. Header names are lowercase.
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// `http` or `https`, as the client used.
+    pub scheme: &'a str,
+    /// The authority as sent (with port), for building the return URL.
+    pub authority: &'a str,
+    /// The path as sent, with query.
+    pub raw_path: &'a str,
+    /// Request headers by lowercase name (repeated headers joined, as Envoy does).
+    pub headers: &'a HashMap<String, String>,
+}
+
+impl RequestFacts<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Changes to the upstream request on allow.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Allow {
+    /// Headers to set, replacing any the client sent.
+    pub set: Vec<(&'static str, String)>,
+    /// Headers to remove.
+    pub remove: Vec<String>,
+    /// `Set-Cookie` lines for the browser (a refreshed session).
+    pub response_cookies: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow(Allow),
+    Deny(Reply),
+}
+
+/// A request is a browser navigation when it is GET/HEAD, accepts HTML and is not XHR.
+pub fn is_browser_navigation(
+    method: &str,
+    accept: Option<&str>,
+    requested_with: Option<&str>,
+) -> bool {
+    (method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD"))
+        && accept.is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
+        && !requested_with.is_some_and(|x| x.trim().eq_ignore_ascii_case("xmlhttprequest"))
+}
+
+/// Decides one request.
+pub async fn authorize(app: &App, req: RequestFacts<'_>, now: u64) -> Verdict {
+    let host = crate::rules::normalize::normalize_host(req.authority);
+    let path = RequestPath::parse(req.raw_path);
+    let cookie_header = req.header("cookie").unwrap_or("");
+    // Spoofed identity headers are removed on every allow.
+    let spoofed: Vec<String> = req
+        .headers
+        .keys()
+        .filter(|n| {
+            n.len() > IDENTITY_PREFIX.len()
+                && n[..IDENTITY_PREFIX.len()].eq_ignore_ascii_case(IDENTITY_PREFIX)
+        })
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
+
+    let rules = app.rules.load();
+    match route(&rules, &host, &path) {
+        Route::Callback(rule) => {
+            let query = req.raw_path.split_once('?').map_or("", |(_, q)| q);
+            Verdict::Deny(crate::login::complete(app, rule, query, cookie_header, now).await)
+        }
+        Route::Public { .. } => {
+            bump(&app.metrics.allow_public);
+            Verdict::Allow(anonymous_allow(app, spoofed, cookie_header))
+        }
+        Route::Default(DefaultAction::Allow) => {
+            bump(&app.metrics.allow_default);
+            Verdict::Allow(anonymous_allow(app, spoofed, cookie_header))
+        }
+        Route::Default(DefaultAction::Deny) => {
+            bump(&app.metrics.forbidden);
+            Verdict::Deny(Reply::forbidden(
+                None,
+                "default_action",
+                "no rule allows this request (default_action: deny)",
+            ))
+        }
+        Route::Login { rule, .. } => login_with(app, rule, &req, cookie_header, spoofed, now).await,
+    }
+}
+
+fn anonymous_allow(app: &App, spoofed: Vec<String>, cookie_header: &str) -> Allow {
+    let mut allow = Allow {
+        remove: spoofed,
+        ..Allow::default()
+    };
+    strip_session_cookie(app, cookie_header, &mut allow);
+    allow
+}
+
+/// The backend never sees our cookies.
+fn strip_session_cookie(app: &App, cookie_header: &str, allow: &mut Allow) {
+    if cookie_header.is_empty() {
+        return;
+    }
+    match cookies::strip_ours(cookie_header, &app.sessions.cookie_name) {
+        Some(kept) if kept == cookie_header => {}
+        Some(kept) => allow.set.push(("cookie", kept)),
+        None => allow.remove.push("cookie".into()),
+    }
+}
+
+/// "Login with rule R": a session of R's, or a bearer token from R's issuer.
+async fn login_with(
+    app: &App,
+    rule: &Rule,
+    req: &RequestFacts<'_>,
+    cookie_header: &str,
+    spoofed: Vec<String>,
+    now: u64,
+) -> Verdict {
+    // 1. A session cookie for this rule's issuer and client.
+    if let Some(session) = app.sessions.read_session(cookie_header, now) {
+        let live = session
+            .expires_at
+            .saturating_add(crate::oidc::token::SKEW_SECS)
+            > now;
+        if live && session.iss == rule.issuer && session.client_id == rule.client_id {
+            if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
+                bump(&app.metrics.forbidden);
+                return Verdict::Deny(Reply::forbidden(Some(&rule.name), e.requirement, &e.detail));
+            }
+            let token = match rule.upstream_token {
+                UpstreamToken::IdToken => Some(session.id_token.as_str()),
+                UpstreamToken::AccessToken => session.access_token.as_deref(),
+                UpstreamToken::None => None,
+            };
+            let mut allow = identity_allow(rule, &session.identity, spoofed);
+            if let Some(t) = token {
+                allow.set.push(("authorization", format!("Bearer {t}")));
+            }
+            strip_session_cookie(app, cookie_header, &mut allow);
+            bump(&app.metrics.allow_session);
+            return Verdict::Allow(allow);
+        }
+    }
+
+    // 2. A bearer token.
+    let bearer = req.header("authorization").and_then(|h| {
+        let (scheme, token) = h.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    if let Some(token) = bearer.filter(|t| !t.is_empty()) {
+        let Some(provider) = app.providers.get(rule) else {
+            bump(&app.metrics.unavailable);
+            return Verdict::Deny(Reply::unavailable(
+                &rule.name,
+                "the identity provider is not configured yet",
+            ));
+        };
+        return match provider.verify(token, rule, None, now).await {
+            Ok(claims) => match Identity::from_claims(&claims) {
+                Some(identity) => {
+                    if let Err(e) = check_allowed(&rule.allowed, &identity) {
+                        bump(&app.metrics.forbidden);
+                        return Verdict::Deny(Reply::forbidden(
+                            Some(&rule.name),
+                            e.requirement,
+                            &e.detail,
+                        ));
+                    }
+                    // The client's own bearer token passes through untouched.
+                    let mut allow = identity_allow(rule, &identity, spoofed);
+                    strip_session_cookie(app, cookie_header, &mut allow);
+                    bump(&app.metrics.allow_bearer);
+                    Verdict::Allow(allow)
+                }
+                None => {
+                    bump(&app.metrics.unauthorized);
+                    Verdict::Deny(Reply::unauthorized(
+                        &rule.name,
+                        Some("the token has no usable subject"),
+                    ))
+                }
+            },
+            Err(TokenError::KeysUnavailable) => {
+                bump(&app.metrics.unavailable);
+                Verdict::Deny(Reply::unavailable(
+                    &rule.name,
+                    "the identity provider's signing keys cannot be fetched",
+                ))
+            }
+            Err(e) => {
+                tracing::debug!(rule = %rule.name, reason = %e, "bearer token rejected");
+                bump(&app.metrics.unauthorized);
+                Verdict::Deny(Reply::unauthorized(&rule.name, Some(&e.to_string())))
+            }
+        };
+    }
+
+    // 3. No usable credentials.
+    let browser = is_browser_navigation(
+        req.method,
+        req.header("accept"),
+        req.header("x-requested-with"),
+    );
+    if browser {
+        let return_url = format!("{}://{}{}", req.scheme, req.authority, req.raw_path);
+        let reply = crate::login::begin(app, rule, &return_url, cookie_header, now);
+        if reply.status == 503 {
+            bump(&app.metrics.unavailable);
+        }
+        Verdict::Deny(reply)
+    } else {
+        bump(&app.metrics.unauthorized);
+        Verdict::Deny(Reply::unauthorized(&rule.name, None))
+    }
+}
+
+/// Identity headers for an authenticated request; spoofed ones we do not set are removed.
+fn identity_allow(rule: &Rule, id: &Identity, spoofed: Vec<String>) -> Allow {
+    let mut set: Vec<(&'static str, String)> = Vec::with_capacity(6);
+    set.push((H_USER, id.sub.clone()));
+    if let Some(e) = &id.email {
+        set.push((H_EMAIL, e.clone()));
+    }
+    if let Some(u) = &id.preferred_username {
+        set.push((H_USERNAME, u.clone()));
+    }
+    if !id.groups.is_empty() {
+        set.push((H_GROUPS, id.groups.join(",")));
+    }
+    set.push((H_RULE, rule.name.clone()));
+    let remove = spoofed
+        .into_iter()
+        .filter(|n| !set.iter().any(|(s, _)| s == n))
+        .collect();
+    Allow {
+        set,
+        remove,
+        response_cookies: Vec::new(),
+    }
+}

@@ -1,0 +1,658 @@
+//! The configuration file: its schema, `${ENV}` substitution, `client_secret_file`, and the
+//! checks that need no rule compilation. Every problem is reported with the file, the rule and
+//! the field, and all of them are collected before giving up, so one `validate` run shows them all.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::rules::conditions::PathMatch;
+
+/// One configuration problem, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// The rule's name (or `#index` when it has none), when the problem is inside a rule.
+    pub rule: Option<String>,
+    /// Dotted path of the field, e.g. `authorization.conditions[0].path`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        if let Some(rule) = &self.rule {
+            write!(f, "rule \"{rule}\": ")?;
+        }
+        write!(f, "field \"{}\": {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The whole file, after substitution and the checks in this module.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub session: SessionConfig,
+    pub rules_store: RulesStore,
+    pub default_action: DefaultAction,
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTop {
+    #[serde(default)]
+    server: ServerConfig,
+    session: SessionConfig,
+    #[serde(default)]
+    rules_store: Option<String>,
+    #[serde(default)]
+    default_action: DefaultAction,
+    // Rules are deserialized one by one, so that errors in several rules are all reported.
+    #[serde(default)]
+    #[allow(dead_code)]
+    rules: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: String,
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    #[serde(default)]
+    pub admin_token: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_listen: default_grpc_listen(),
+            http_listen: default_http_listen(),
+            admin_listen: default_admin_listen(),
+            admin_token: None,
+        }
+    }
+}
+
+fn default_grpc_listen() -> String {
+    "0.0.0.0:9001".into()
+}
+fn default_http_listen() -> String {
+    "0.0.0.0:9002".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9003".into()
+}
+
+impl ServerConfig {
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listen.parse().ok()
+    }
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listen.parse().ok()
+    }
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listen.parse().ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStoreKind {
+    #[default]
+    Cookie,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    #[default]
+    Lax,
+    Strict,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub store: SessionStoreKind,
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    #[serde(default = "yes")]
+    pub secure: bool,
+    #[serde(default)]
+    pub same_site: SameSite,
+    #[serde(default = "default_max_lifetime", with = "duration_text")]
+    pub max_lifetime: Duration,
+}
+
+fn default_cookie_name() -> String {
+    "_oidc_authz".into()
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn yes() -> bool {
+    true
+}
+
+/// Durations are written `30s`, `15m`, `24h`.
+mod duration_text {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration like 30s, 15m or 24h ({e})"
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RulesStore {
+    /// The rules in this file are the store (read-only API).
+    Inline,
+    /// A YAML file holding `rules:`; relative paths are relative to the config file.
+    File(PathBuf),
+    Redis(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleType {
+    #[default]
+    Oidc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizationMode {
+    #[default]
+    Whitelist,
+    Blacklist,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamToken {
+    #[default]
+    IdToken,
+    AccessToken,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, rename = "match")]
+    pub path_match: PathMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    #[serde(default)]
+    pub mode: AuthorizationMode,
+    #[serde(default)]
+    pub conditions: Vec<ConditionConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedConfig {
+    #[serde(default)]
+    pub emails: Vec<String>,
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl AllowedConfig {
+    pub fn is_empty(&self) -> bool {
+        self.emails.is_empty() && self.email_domains.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// One authentication rule, as written in the file (and, later, in the rule store and the API).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default, rename = "type")]
+    pub kind: RuleType,
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_url: Option<String>,
+    pub redirect_url: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<String>,
+    #[serde(default)]
+    pub cookie_domain: String,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub authorization: AuthorizationConfig,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub upstream_token: UpstreamToken,
+    #[serde(default)]
+    pub allowed: AllowedConfig,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_logout_redirect_url: Option<String>,
+    #[serde(default)]
+    pub insecure_allow_http: bool,
+}
+
+/// Minimum length of a session secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+impl Config {
+    /// Reads, substitutes and checks a configuration file, then compiles its rules to make sure
+    /// they are valid. Never touches the network.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                rule: None,
+                field: "(file)".into(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let config = Self::parse(&text, &file, &base, &|name| std::env::var(name).ok())?;
+        let mut config = config;
+        config.path = path.to_path_buf();
+        Ok(config)
+    }
+
+    /// Parses configuration text. `file` names it in errors, `base` resolves relative paths and
+    /// `env` looks up `${VAR}`s.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let err = |rule: Option<String>, field: &str, message: String| ConfigError {
+            file: file.to_string(),
+            rule,
+            field: field.to_string(),
+            message,
+        };
+
+        let mut root: Value = match serde_saphyr::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(ConfigErrors(vec![err(
+                    None,
+                    "(yaml)",
+                    format!("not valid YAML: {e}"),
+                )]))
+            }
+        };
+        if !root.is_object() {
+            return Err(ConfigErrors(vec![err(
+                None,
+                "(yaml)",
+                "the file must hold a mapping".into(),
+            )]));
+        }
+        let mut subst_errors = Vec::new();
+        substitute_env(&mut root, String::new(), env, &mut subst_errors);
+        for (field, var) in subst_errors {
+            errors.push(err(
+                rule_of_path(&root, &field),
+                &field,
+                format!("environment variable `{var}` is not set"),
+            ));
+        }
+
+        let top: Option<FileTop> =
+            match serde_path_to_error::deserialize::<_, FileTop>(root.clone()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    let field = e.path().to_string();
+                    errors.push(err(None, &field, e.inner().to_string()));
+                    None
+                }
+            };
+
+        let raw_rules = match root.get("rules") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items.clone(),
+            Some(_) => {
+                errors.push(err(None, "rules", "must be a list of rules".into()));
+                Vec::new()
+            }
+        };
+        let rules = parse_rules(&raw_rules, file, base, &mut errors);
+
+        let Some(top) = top else {
+            return Err(ConfigErrors(errors));
+        };
+        check_server(&top.server, file, &mut errors);
+        check_session(&top.session, file, &mut errors);
+        let rules_store = match parse_rules_store(top.rules_store.as_deref(), base) {
+            Ok(s) => s,
+            Err(m) => {
+                errors.push(err(None, "rules_store", m));
+                RulesStore::Inline
+            }
+        };
+
+        let config = Config {
+            path: PathBuf::from(file),
+            server: top.server,
+            session: top.session,
+            rules_store,
+            default_action: top.default_action,
+            rules,
+        };
+        // Rule semantics (URLs, patterns, regexes) are checked by compiling them.
+        if let Err(rule_errors) =
+            crate::rules::RuleSet::compile(&config.rules, config.default_action)
+        {
+            errors.extend(rule_errors.into_iter().map(|e| ConfigError {
+                file: file.to_string(),
+                rule: Some(e.rule),
+                field: e.field,
+                message: e.message,
+            }));
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Deserializes each rule on its own, resolves `client_secret_file`, and checks names.
+fn parse_rules(
+    raw: &[Value],
+    file: &str,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<RuleConfig> {
+    let mut rules = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, value) in raw.iter().enumerate() {
+        let label = value
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("#{i}"));
+        let mut rule: RuleConfig = match serde_path_to_error::deserialize(value.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                let path = e.path().to_string();
+                errors.push(ConfigError {
+                    file: file.into(),
+                    rule: Some(label),
+                    field: if path == "." { "(rule)".into() } else { path },
+                    message: e.inner().to_string(),
+                });
+                continue;
+            }
+        };
+        if !seen.insert(rule.name.clone()) {
+            errors.push(ConfigError {
+                file: file.into(),
+                rule: Some(label.clone()),
+                field: "name".into(),
+                message: format!("duplicate rule name `{}`", rule.name),
+            });
+        }
+        if let Err(message) = resolve_secret_file(&mut rule, base) {
+            errors.push(ConfigError {
+                file: file.into(),
+                rule: Some(label),
+                field: "client_secret_file".into(),
+                message,
+            });
+        }
+        rules.push(rule);
+    }
+    rules
+}
+
+/// Replaces `client_secret_file` by the file's contents (trimmed), so the rest of the program
+/// only ever sees `client_secret`.
+fn resolve_secret_file(rule: &mut RuleConfig, base: &Path) -> Result<(), String> {
+    let Some(path) = rule.client_secret_file.clone() else {
+        return Ok(());
+    };
+    if rule.client_secret.is_some() {
+        return Err("give client_secret or client_secret_file, not both".into());
+    }
+    let full = base.join(&path);
+    let secret = std::fs::read_to_string(&full)
+        .map_err(|e| format!("cannot read `{}`: {e}", full.display()))?;
+    let secret = secret.trim().to_string();
+    if secret.is_empty() {
+        return Err(format!("`{}` is empty", full.display()));
+    }
+    rule.client_secret = Some(secret);
+    Ok(())
+}
+
+fn check_server(server: &ServerConfig, file: &str, errors: &mut Vec<ConfigError>) {
+    for (field, value) in [
+        ("server.grpc_listen", &server.grpc_listen),
+        ("server.http_listen", &server.http_listen),
+        ("server.admin_listen", &server.admin_listen),
+    ] {
+        if value.parse::<SocketAddr>().is_err() {
+            errors.push(ConfigError {
+                file: file.into(),
+                rule: None,
+                field: field.into(),
+                message: format!("`{value}` is not an address like 0.0.0.0:9001"),
+            });
+        }
+    }
+}
+
+fn check_session(session: &SessionConfig, file: &str, errors: &mut Vec<ConfigError>) {
+    let mut push = |field: String, message: String| {
+        errors.push(ConfigError {
+            file: file.into(),
+            rule: None,
+            field,
+            message,
+        })
+    };
+    if session.secrets.is_empty() {
+        push(
+            "session.secrets".into(),
+            "at least one secret is required".into(),
+        );
+    }
+    for (i, s) in session.secrets.iter().enumerate() {
+        if s.len() < MIN_SECRET_LEN {
+            push(
+                format!("session.secrets[{i}]"),
+                format!("must be at least {MIN_SECRET_LEN} bytes (has {})", s.len()),
+            );
+        }
+    }
+    if session.store == SessionStoreKind::Redis && session.redis_url.is_none() {
+        push(
+            "session.redis_url".into(),
+            "required with store: redis".into(),
+        );
+    }
+    let name_ok = !session.cookie_name.is_empty()
+        && session.cookie_name.len() <= 64
+        && session
+            .cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !name_ok {
+        push(
+            "session.cookie_name".into(),
+            "must be 1-64 characters of [A-Za-z0-9_-]".into(),
+        );
+    }
+    if session.same_site == SameSite::None && !session.secure {
+        push(
+            "session.same_site".into(),
+            "`none` requires secure: true (browsers refuse it otherwise)".into(),
+        );
+    }
+    if session.max_lifetime < Duration::from_secs(60) {
+        push("session.max_lifetime".into(), "must be at least 1m".into());
+    }
+}
+
+fn parse_rules_store(text: Option<&str>, base: &Path) -> Result<RulesStore, String> {
+    match text {
+        None => Ok(RulesStore::File(base.join("rules.yaml"))),
+        Some("inline") => Ok(RulesStore::Inline),
+        Some(t) if t.starts_with("file:") => {
+            let p = &t["file:".len()..];
+            if p.is_empty() {
+                return Err("file: needs a path, e.g. file:rules.yaml".into());
+            }
+            Ok(RulesStore::File(base.join(p)))
+        }
+        Some(t) if t.starts_with("redis://") || t.starts_with("rediss://") => {
+            Ok(RulesStore::Redis(t.into()))
+        }
+        Some(t) => Err(format!("`{t}` is not file:PATH, redis://… or inline")),
+    }
+}
+
+/// The rule label for an error path like `rules[2].issuer`, for messages.
+fn rule_of_path(root: &Value, field: &str) -> Option<String> {
+    let rest = field.strip_prefix("rules[")?;
+    let idx: usize = rest.split(']').next()?.parse().ok()?;
+    let name = root.get("rules")?.get(idx)?.get("name")?.as_str()?;
+    Some(name.to_string())
+}
+
+/// Replaces `${NAME}` in every string value. Unset variables are reported with their path.
+fn substitute_env(
+    value: &mut Value,
+    path: String,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<(String, String)>,
+) {
+    match value {
+        Value::String(s) => {
+            if s.contains("${") {
+                match substitute_str(s, env) {
+                    Ok(new) => *s = new,
+                    Err(var) => errors.push((path, var)),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute_env(item, format!("{path}[{i}]"), env, errors);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                substitute_env(v, p, env, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn substitute_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        let valid =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        match env(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(name.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

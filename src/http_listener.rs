@@ -1,0 +1,299 @@
+//! The HTTP edge: `/oauth2/*` (callback, start, sign-out, userinfo), `/healthz`, `/readyz` and
+//! `/metrics`. The login flow itself lives in `login`; this file only maps HTTP in and out.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use url::Url;
+
+use crate::app::{now, App};
+use crate::redirect_guard::checked_target;
+use crate::reply::Reply;
+use crate::rules::normalize::normalize_host;
+use crate::rules::Rule;
+use crate::session::cookies;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/oauth2/callback", get(callback))
+        .route("/oauth2/start", get(start))
+        .route("/oauth2/sign_out", get(sign_out).post(sign_out))
+        .route("/oauth2/userinfo", get(userinfo))
+        .route(
+            "/oauth2/backchannel_logout",
+            axum::routing::post(backchannel_logout),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            to_response(Reply::page(
+                404,
+                "Not found",
+                "There is nothing here.",
+                None,
+            ))
+        })
+        .with_state(app)
+}
+
+/// Turns a `Reply` into an axum response; header values that cannot be sent are dropped.
+pub fn to_response(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, reply.body).into_response();
+    let headers = response.headers_mut();
+    for (k, v) in reply.headers {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(k.as_str()),
+            axum::http::HeaderValue::try_from(v.as_str()),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    response
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// All `cookie` headers joined, as one string.
+fn cookie_header(headers: &HeaderMap) -> String {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn request_host(headers: &HeaderMap) -> String {
+    normalize_host(header(headers, "host").unwrap_or(""))
+}
+
+/// The URL this request came to (scheme from the redirect URL on its host, else
+/// `x-forwarded-proto`), for resolving relative `rd` values.
+fn request_base(rule: &Rule, headers: &HeaderMap) -> Option<Url> {
+    let authority = header(headers, "host")?;
+    let scheme = if normalize_host(authority) == rule.redirect_host {
+        rule.redirect_url.scheme()
+    } else {
+        match header(headers, "x-forwarded-proto") {
+            Some(p) if p.eq_ignore_ascii_case("http") => "http",
+            _ => "https",
+        }
+    };
+    Url::parse(&format!("{scheme}://{authority}/")).ok()
+}
+
+fn no_rule() -> Response {
+    to_response(Reply::page(
+        404,
+        "Not found",
+        "No authentication rule serves this host.",
+        None,
+    ))
+}
+
+fn query_param(query: &Option<String>, name: &str) -> Option<String> {
+    let q = query.as_deref()?;
+    url::form_urlencoded::parse(q.as_bytes())
+        .take(32)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn callback(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let rules = app.rules.load();
+    let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
+        return no_rule();
+    };
+    let reply = crate::login::complete(
+        &app,
+        rule,
+        query.as_deref().unwrap_or(""),
+        &cookie_header(&headers),
+        now(),
+    )
+    .await;
+    to_response(reply)
+}
+
+async fn start(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let rules = app.rules.load();
+    let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
+        return no_rule();
+    };
+    let Some(base) = request_base(rule, &headers) else {
+        return to_response(Reply::page(
+            400,
+            "Bad request",
+            "The request has no usable Host header.",
+            None,
+        ));
+    };
+    let rd = query_param(&query, "rd").unwrap_or_else(|| "/".into());
+    let Some(target) = checked_target(rule, &base, &rd) else {
+        return to_response(Reply::page(
+            400,
+            "Bad redirect",
+            "The address to return to after signing in is not allowed.",
+            None,
+        ));
+    };
+    to_response(crate::login::begin(
+        &app,
+        rule,
+        target.as_str(),
+        &cookie_header(&headers),
+        now(),
+    ))
+}
+
+async fn sign_out(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let rules = app.rules.load();
+    let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
+        return no_rule();
+    };
+    let cookie = cookie_header(&headers);
+    let session = app.sessions.read_session(&cookie, now());
+    let present: Vec<&str> = cookies::pairs(&cookie).map(|(n, _)| n).collect();
+    let mut clear = app
+        .sessions
+        .clear_session(rule.cookie_domain.as_deref(), present.iter().copied());
+    if rule.cookie_domain.is_some() {
+        // A host-only cookie of the same name would otherwise survive.
+        clear.extend(app.sessions.clear_session(None, present.iter().copied()));
+    }
+
+    let end_session = app
+        .providers
+        .get(rule)
+        .and_then(|p| p.discovered())
+        .and_then(|d| d.metadata.end_session_endpoint.clone())
+        .and_then(|e| Url::parse(&e).ok());
+    let location = match end_session {
+        Some(mut url) => {
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(s) = &session {
+                    q.append_pair("id_token_hint", &s.id_token);
+                }
+                q.append_pair("client_id", &rule.client_id);
+                q.append_pair(
+                    "post_logout_redirect_uri",
+                    rule.post_logout_redirect_url.as_str(),
+                );
+            }
+            url
+        }
+        None => {
+            let base = request_base(rule, &headers);
+            match (query_param(&query, "rd"), base) {
+                (Some(rd), Some(base)) => match checked_target(rule, &base, &rd) {
+                    Some(t) => t,
+                    None => {
+                        let mut r = Reply::page(
+                            400,
+                            "Bad redirect",
+                            "The address to return to is not allowed.",
+                            None,
+                        );
+                        r.add_cookies(clear);
+                        return to_response(r);
+                    }
+                },
+                _ => rule.post_logout_redirect_url.clone(),
+            }
+        }
+    };
+    tracing::info!(rule = %rule.name, "signed out");
+    to_response(Reply::redirect(location.as_str(), clear))
+}
+
+async fn userinfo(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let rules = app.rules.load();
+    let cookie = cookie_header(&headers);
+    let host = request_host(&headers);
+    let session = app
+        .sessions
+        .read_session(&cookie, now())
+        .filter(|s| s.expires_at + 60 > now());
+    let rule_name = rules
+        .endpoint_rule(&host)
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
+    match session {
+        Some(s) => {
+            let rule = rules
+                .enabled()
+                .find(|r| r.issuer == s.iss && r.client_id == s.client_id)
+                .map(|r| r.name.clone());
+            to_response(Reply::json(
+                200,
+                json!({
+                    "sub": s.identity.sub,
+                    "email": s.identity.email,
+                    "preferred_username": s.identity.preferred_username,
+                    "groups": s.identity.groups,
+                    "rule": rule,
+                    "issuer": s.iss,
+                    "expires_at": s.expires_at,
+                }),
+            ))
+        }
+        None => to_response(Reply::unauthorized(&rule_name, None)),
+    }
+}
+
+async fn backchannel_logout() -> Response {
+    to_response(Reply::json(
+        501,
+        json!({"error": "not_implemented", "message": "back-channel logout is not supported in this release"}),
+    ))
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let not_ready = app.not_ready();
+    if not_ready.is_empty() {
+        to_response(Reply::json(200, json!({"ready": true})))
+    } else {
+        let rules: serde_json::Map<String, serde_json::Value> = not_ready
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        to_response(Reply::json(
+            503,
+            json!({"ready": false, "not_ready": rules}),
+        ))
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut body = app.metrics.render();
+    for p in app.providers.all() {
+        body.push_str(&format!(
+            "oidc_authz_jwks_fetches_total{{issuer=\"{}\"}} {}\n",
+            p.issuer.replace('"', ""),
+            p.jwks_fetches()
+        ));
+    }
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+}

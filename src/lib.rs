@@ -1,0 +1,45 @@
+//! oidc-authz: an Envoy ext_authz (v3, gRPC) server that does OpenID Connect login at the
+//! gateway, so backends only ever see authenticated requests.
+//!
+//! # Layout
+//! Data flows config → compiled rules → (request → decision) → Envoy response.
+//!
+//! - `config`: the YAML file, `${ENV}` substitution, errors with file, rule and field.
+//! - `rule_source`: where the running rules come from at start-up (file store or inline).
+//! - `rules`: compiled rules (`RuleSet`, swapped atomically); `rules::normalize` (host and
+//!   path canonical forms), `rules::domain` (domain patterns), `rules::conditions` (the indexed
+//!   authorization list).
+//! - `decision`: pure routing: which rule governs a request and whether it is public, needs a
+//!   login, or falls to `default_action`; `explain` output.
+//! - `identity`: the identity taken from verified claims, and the `allowed` checks.
+//! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`).
+//! - `oidc`: discovery, keys (JWKS cache), token validation, code exchange, live providers.
+//! - `login`: the authorization-code flow (begin, complete), shared by `Check` and HTTP.
+//! - `redirect_guard`: which `rd` targets are allowed (no open redirects).
+//! - `authorize`: one request end to end, protocol-free: facts in, `Verdict` out.
+//! - `reply`: protocol-free responses (redirects, JSON errors, HTML pages).
+//! - `check`: the Envoy edge (`CheckRequest` → facts, `Verdict` → `CheckResponse`).
+//! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
+//! - `app`: shared state; `metrics`: counters; `server`: listeners and graceful shutdown.
+//!
+//! # Errors
+//! One error type per boundary: `config::ConfigErrors` (file, rule, field), `rules::RuleError`,
+//! `oidc::token::TokenError`, `oidc::fetch::FetchError`, `server::ServeError`. Request paths
+//! never panic: bad input becomes a 4xx `Reply`.
+
+pub mod app;
+pub mod authorize;
+pub mod check;
+pub mod config;
+pub mod decision;
+pub mod http_listener;
+pub mod identity;
+pub mod login;
+pub mod metrics;
+pub mod oidc;
+pub mod redirect_guard;
+pub mod reply;
+pub mod rule_source;
+pub mod rules;
+pub mod server;
+pub mod session;

@@ -1,0 +1,68 @@
+//! One HTTP client for every IdP call, with timeouts and a cap on response sizes, so a slow or
+//! hostile IdP can neither hang a request nor exhaust memory.
+
+use std::time::Duration;
+
+/// Largest discovery document, JWKS or token response we read.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} answered more than {MAX_BODY} bytes")]
+    TooLarge { url: String },
+    #[error("{url} answered something that is not the expected JSON: {reason}")]
+    BadJson { url: String, reason: String },
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(8))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("oidc-authz/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Sends a request and parses a JSON answer of at most `MAX_BODY` bytes.
+pub async fn json<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<T, FetchError> {
+    let unreachable = |e: reqwest::Error| FetchError::Unreachable {
+        url: url.to_string(),
+        reason: e.to_string(),
+    };
+    let mut resp = req.send().await.map_err(unreachable)?;
+    let status = resp.status();
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(FetchError::TooLarge { url: url.into() });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(FetchError::TooLarge { url: url.into() });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+        return Err(FetchError::Status {
+            url: url.into(),
+            status: status.as_u16(),
+            body: text,
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| FetchError::BadJson {
+        url: url.into(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,10 @@
+//! Talking to OpenID Providers: discovery (`discovery`), signing keys (`keys`), ID and access
+//! token validation (`token`), the authorization-code exchange (`exchange`), and `provider`,
+//! which keeps one live view of each IdP that rules share.
+
+pub mod discovery;
+pub mod exchange;
+pub mod fetch;
+pub mod keys;
+pub mod provider;
+pub mod token;

@@ -1,0 +1,228 @@
+//! One live view of each identity provider, shared by every rule that uses it: the discovery
+//! document (fetched in the background with backoff, so the server starts while the IdP is
+//! down), its keys, and a cache of verified bearer tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::Algorithm;
+use moka::future::Cache;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::discovery::{self, Metadata};
+use super::keys::{KeyCache, KeyError};
+use super::token::{self, Expect, TokenError};
+use crate::rules::Rule;
+
+/// Backoff of discovery retries: starts here, doubles, and never waits longer than the cap.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_CAP: Duration = Duration::from_secs(5);
+/// Verified bearer tokens kept, per provider.
+const VERIFIED_CAPACITY: u64 = 10_000;
+
+/// Discovery result plus what we derive from it once.
+pub struct Discovered {
+    pub metadata: Metadata,
+    pub algorithms: Vec<Algorithm>,
+}
+
+pub struct Provider {
+    pub issuer: String,
+    pub discovery_url: String,
+    http: reqwest::Client,
+    discovered: ArcSwapOption<Discovered>,
+    keys: KeyCache,
+    last_error: RwLock<Option<String>>,
+    /// sha256(token) → claims, until the token expires.
+    verified: Cache<[u8; 32], Arc<Map<String, Value>>>,
+}
+
+impl Provider {
+    pub fn new(issuer: &str, discovery_url: &str, http: reqwest::Client) -> Provider {
+        Provider {
+            issuer: issuer.to_string(),
+            discovery_url: discovery_url.to_string(),
+            http,
+            discovered: ArcSwapOption::empty(),
+            keys: KeyCache::default(),
+            last_error: RwLock::new(None),
+            verified: Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn discovered(&self) -> Option<Arc<Discovered>> {
+        self.discovered.load_full()
+    }
+
+    /// Ready: discovery done and keys in hand.
+    pub fn is_ready(&self) -> bool {
+        self.discovered.load().is_some() && self.keys.has_keys()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().ok().and_then(|e| e.clone())
+    }
+
+    pub fn jwks_fetches(&self) -> u64 {
+        self.keys.fetch_count()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        if let Ok(mut slot) = self.last_error.write() {
+            *slot = e;
+        }
+    }
+
+    /// One discovery attempt, then a key fetch.
+    pub async fn discover_once(&self) -> Result<(), String> {
+        let metadata = discovery::fetch(&self.http, &self.discovery_url, &self.issuer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let algorithms =
+            token::accepted_algorithms(&metadata.id_token_signing_alg_values_supported);
+        if algorithms.is_empty() {
+            return Err("the provider advertises no asymmetric signing algorithm".into());
+        }
+        let jwks_uri = metadata.jwks_uri.clone();
+        self.discovered.store(Some(Arc::new(Discovered {
+            metadata,
+            algorithms,
+        })));
+        self.keys
+            .refresh(&self.http, &jwks_uri)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Retries discovery with backoff until it and the first key fetch succeed.
+    pub async fn discover_until_ready(self: Arc<Self>) {
+        let mut wait = RETRY_FIRST;
+        loop {
+            match self.discover_once().await {
+                Ok(()) => {
+                    self.set_error(None);
+                    tracing::info!(issuer = %self.issuer, "identity provider ready");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %self.issuer, error = %e, retry_in = ?wait, "identity provider not ready");
+                    self.set_error(Some(e));
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RETRY_CAP);
+        }
+    }
+
+    /// Verifies a token from this issuer for `rule`. `nonce` is given at the callback only.
+    /// Bearer tokens (no nonce) are cached by hash until they expire.
+    pub async fn verify(
+        &self,
+        token: &str,
+        rule: &Rule,
+        nonce: Option<&str>,
+        now: u64,
+    ) -> Result<Arc<Map<String, Value>>, TokenError> {
+        let Some(d) = self.discovered() else {
+            return Err(TokenError::KeysUnavailable);
+        };
+        let expect = Expect {
+            issuer: &self.issuer,
+            client_id: &rule.client_id,
+            extra_audiences: if nonce.is_none() {
+                &rule.audiences
+            } else {
+                &[]
+            },
+            nonce,
+            now,
+        };
+        let cache_key: Option<[u8; 32]> = nonce
+            .is_none()
+            .then(|| Sha256::digest(token.as_bytes()).into());
+        if let Some(k) = &cache_key {
+            if let Some(claims) = self.verified.get(k).await {
+                // The audience depends on the rule, and time has moved on: re-check the claims.
+                token::check_claims(&claims, &expect)?;
+                return Ok(claims);
+            }
+        }
+        let header = token::read_header(token, &d.algorithms)?;
+        let key = self
+            .keys
+            .key(&self.http, &d.metadata.jwks_uri, header.kid.as_deref())
+            .await
+            .map_err(|e| match e {
+                KeyError::Unavailable(_) => TokenError::KeysUnavailable,
+                KeyError::UnknownKid => TokenError::UnknownKey,
+            })?;
+        let claims = Arc::new(token::verify(token, &header, &key, &expect)?);
+        if let Some(k) = cache_key {
+            self.verified.insert(k, claims.clone()).await;
+        }
+        Ok(claims)
+    }
+}
+
+/// Every provider in use, keyed by `Rule::provider_key`.
+#[derive(Default)]
+pub struct Providers {
+    http: reqwest::Client,
+    map: RwLock<HashMap<String, Arc<Provider>>>,
+}
+
+impl Providers {
+    pub fn new(http: reqwest::Client) -> Providers {
+        Providers {
+            http,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The provider for a rule, if it has been started.
+    pub fn get(&self, rule: &Rule) -> Option<Arc<Provider>> {
+        let map = self.map.read().ok()?;
+        map.get(rule.provider_key.as_str()).cloned()
+    }
+
+    /// The provider for a rule, started (discovery in the background) if new.
+    pub fn ensure(&self, rule: &Rule) -> Arc<Provider> {
+        if let Some(p) = self.get(rule) {
+            return p;
+        }
+        let provider = Arc::new(Provider::new(
+            &rule.issuer,
+            rule.discovery_url.as_str(),
+            self.http.clone(),
+        ));
+        let mut map = match self.map.write() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let entry = map.entry(rule.provider_key.clone()).or_insert_with(|| {
+            tokio::spawn(provider.clone().discover_until_ready());
+            provider
+        });
+        entry.clone()
+    }
+}
+
+impl Providers {
+    /// Every provider started so far.
+    pub fn all(&self) -> Vec<Arc<Provider>> {
+        self.map
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}

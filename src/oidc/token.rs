@@ -1,0 +1,347 @@
+//! Validating a JWT from an issuer: the algorithm policy, the signature against the issuer's
+//! keys, and the claims (`iss` exact, `aud`/`azp`, `exp`/`nbf`/`iat` with 60 s of skew, `nonce`
+//! at the callback). Each failure is its own variant, so callers and logs can say which check
+//! failed without ever printing the token.
+
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use super::keys::VerifyKey;
+
+/// Allowed clock skew, in seconds.
+pub const SKEW_SECS: u64 = 60;
+/// Tokens longer than this are refused unread.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Asymmetric algorithms only: never `none`, never HMAC (a public key is not a secret).
+const ASYMMETRIC: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token's algorithm `{0}` is not accepted")]
+    Algorithm(String),
+    #[error("no signing key matches the token's kid")]
+    UnknownKey,
+    #[error("the signing keys cannot be had right now")]
+    KeysUnavailable,
+    #[error("the token's signature is invalid")]
+    Signature,
+    #[error("the token's iss is not this rule's issuer")]
+    Issuer,
+    #[error("the token's aud does not name this client")]
+    Audience,
+    #[error("the token's azp is not this client")]
+    AuthorizedParty,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the token was issued in the future (iat)")]
+    IssuedInFuture,
+    #[error("the token's nonce does not match the login")]
+    Nonce,
+    #[error("the token lacks the `{0}` claim")]
+    MissingClaim(&'static str),
+}
+
+/// The algorithms we accept from a provider: its advertised list, asymmetric ones only.
+pub fn accepted_algorithms(advertised: &[String]) -> Vec<Algorithm> {
+    if advertised.is_empty() {
+        return vec![Algorithm::RS256];
+    }
+    ASYMMETRIC
+        .iter()
+        .copied()
+        .filter(|a| advertised.iter().any(|s| s == alg_name(*a)))
+        .collect()
+}
+
+fn alg_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+        _ => "unsupported",
+    }
+}
+
+/// What the token header asks for, read before any key is chosen.
+#[derive(Debug, Clone)]
+pub struct TokenHeader {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+}
+
+/// Reads the header and applies the algorithm policy. `alg: none` and unknown algorithms fail
+/// here, as does any HMAC algorithm.
+pub fn read_header(token: &str, accepted: &[Algorithm]) -> Result<TokenHeader, TokenError> {
+    if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
+        return Err(TokenError::Malformed);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::Json(_) => {
+            // `alg` values jsonwebtoken does not know (such as "none") land here.
+            TokenError::Algorithm(raw_alg(token).unwrap_or_else(|| "?".into()))
+        }
+        _ => TokenError::Malformed,
+    })?;
+    if !accepted.contains(&header.alg) {
+        return Err(TokenError::Algorithm(alg_name(header.alg).into()));
+    }
+    Ok(TokenHeader {
+        alg: header.alg,
+        kid: header.kid,
+    })
+}
+
+fn raw_alg(token: &str) -> Option<String> {
+    use base64::Engine;
+    let head = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("alg")?.as_str().map(|s| s.chars().take(16).collect())
+}
+
+/// What the claims must satisfy.
+pub struct Expect<'a> {
+    pub issuer: &'a str,
+    /// The client; `aud` must contain it or one of `extra_audiences`.
+    pub client_id: &'a str,
+    pub extra_audiences: &'a [String],
+    /// At the callback, the nonce of the login.
+    pub nonce: Option<&'a str>,
+    pub now: u64,
+}
+
+/// Checks the signature with `key` and then every claim. Returns the claims.
+pub fn verify(
+    token: &str,
+    header: &TokenHeader,
+    key: &VerifyKey,
+    expect: &Expect<'_>,
+) -> Result<Map<String, Value>, TokenError> {
+    if key.alg.is_some_and(|a| a != header.alg) {
+        return Err(TokenError::Algorithm(alg_name(header.alg).into()));
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    // Time and audience are checked below, with our own messages and the iat rule.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data =
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm
+                | jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
+                    TokenError::Algorithm(alg_name(header.alg).into())
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
+                | jsonwebtoken::errors::ErrorKind::InvalidRsaKey(_)
+                | jsonwebtoken::errors::ErrorKind::InvalidKeyFormat => TokenError::Signature,
+                _ => TokenError::Malformed,
+            }
+        })?;
+    let claims = data.claims;
+    check_claims(&claims, expect)?;
+    Ok(claims)
+}
+
+/// The claim checks, apart from the signature.
+pub fn check_claims(claims: &Map<String, Value>, expect: &Expect<'_>) -> Result<(), TokenError> {
+    match claims.get("iss").and_then(Value::as_str) {
+        Some(iss) if iss == expect.issuer => {}
+        Some(_) => return Err(TokenError::Issuer),
+        None => return Err(TokenError::MissingClaim("iss")),
+    }
+    if claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(TokenError::MissingClaim("sub"));
+    }
+
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => return Err(TokenError::MissingClaim("aud")),
+    };
+    let accepted = |a: &str| a == expect.client_id || expect.extra_audiences.iter().any(|x| x == a);
+    if !audiences.iter().any(|a| accepted(a)) {
+        return Err(TokenError::Audience);
+    }
+    let azp = claims.get("azp").and_then(Value::as_str);
+    if audiences.len() > 1 || azp.is_some() {
+        match azp {
+            Some(p) if accepted(p) => {}
+            Some(_) => return Err(TokenError::AuthorizedParty),
+            None => return Err(TokenError::MissingClaim("azp")),
+        }
+    }
+
+    let number = |k: &str| {
+        claims
+            .get(k)
+            .and_then(Value::as_f64)
+            .map(|f| f.max(0.0) as u64)
+    };
+    let exp = number("exp").ok_or(TokenError::MissingClaim("exp"))?;
+    if expect.now >= exp.saturating_add(SKEW_SECS) {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = number("nbf") {
+        if nbf > expect.now.saturating_add(SKEW_SECS) {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    if let Some(iat) = number("iat") {
+        if iat > expect.now.saturating_add(SKEW_SECS) {
+            return Err(TokenError::IssuedInFuture);
+        }
+    }
+    if let Some(nonce) = expect.nonce {
+        let found = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .ok_or(TokenError::Nonce)?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            found.as_bytes(),
+            nonce.as_bytes(),
+        )) {
+            return Err(TokenError::Nonce);
+        }
+    }
+    Ok(())
+}
+
+/// The `exp` of verified claims.
+pub fn expiry(claims: &Map<String, Value>) -> u64 {
+    claims
+        .get("exp")
+        .and_then(Value::as_f64)
+        .map(|f| f.max(0.0) as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn expect(now: u64) -> Expect<'static> {
+        Expect {
+            issuer: "https://idp",
+            client_id: "gw",
+            extra_audiences: &[],
+            nonce: None,
+            now,
+        }
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn hmac_and_none_are_never_accepted_even_if_advertised() {
+        let algs = accepted_algorithms(&["HS256".into(), "none".into(), "RS256".into()]);
+        assert_eq!(algs, vec![Algorithm::RS256]);
+    }
+
+    #[test]
+    fn claims_pass_within_skew_and_fail_outside() {
+        let now = 1_000_000;
+        let ok = claims(
+            json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now + 10, "iat": now + 30}),
+        );
+        assert_eq!(check_claims(&ok, &expect(now)), Ok(()));
+        let expired =
+            claims(json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now - 61}));
+        assert_eq!(
+            check_claims(&expired, &expect(now)),
+            Err(TokenError::Expired)
+        );
+        let future = claims(
+            json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now + 999, "iat": now + 120}),
+        );
+        assert_eq!(
+            check_claims(&future, &expect(now)),
+            Err(TokenError::IssuedInFuture)
+        );
+        let nbf = claims(
+            json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now + 999, "nbf": now + 120}),
+        );
+        assert_eq!(
+            check_claims(&nbf, &expect(now)),
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn several_audiences_require_our_azp() {
+        let now = 1_000_000;
+        let c = claims(
+            json!({"iss": "https://idp", "sub": "u", "aud": ["gw", "other"], "exp": now + 10}),
+        );
+        assert_eq!(
+            check_claims(&c, &expect(now)),
+            Err(TokenError::MissingClaim("azp"))
+        );
+        let c = claims(
+            json!({"iss": "https://idp", "sub": "u", "aud": ["gw", "other"], "azp": "other", "exp": now + 10}),
+        );
+        assert_eq!(
+            check_claims(&c, &expect(now)),
+            Err(TokenError::AuthorizedParty)
+        );
+        let c = claims(
+            json!({"iss": "https://idp", "sub": "u", "aud": ["gw", "other"], "azp": "gw", "exp": now + 10}),
+        );
+        assert_eq!(check_claims(&c, &expect(now)), Ok(()));
+    }
+
+    #[test]
+    fn issuer_must_match_byte_for_byte() {
+        let c = claims(json!({"iss": "https://idp/", "sub": "u", "aud": "gw", "exp": 2_000_000}));
+        assert_eq!(
+            check_claims(&c, &expect(1_000_000)),
+            Err(TokenError::Issuer)
+        );
+    }
+
+    #[test]
+    fn header_with_alg_none_is_refused() {
+        // {"alg":"none"} . {} .
+        let t = "eyJhbGciOiJub25lIn0.e30.";
+        assert!(matches!(
+            read_header(t, &[Algorithm::RS256]),
+            Err(TokenError::Algorithm(_))
+        ));
+    }
+}

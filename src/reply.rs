@@ -1,0 +1,147 @@
+//! A protocol-free answer: status, headers and body. `Check` turns it into an Envoy denied
+//! response, the HTTP listener into an HTTP response, so both speak with one voice. Also the
+//! small HTML pages and JSON bodies users see.
+
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    fn new(status: u16, content_type: &str, body: String) -> Reply {
+        Reply {
+            status,
+            headers: vec![
+                ("content-type".into(), content_type.into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body,
+        }
+    }
+
+    /// 302 to `location`, setting `cookies`.
+    pub fn redirect(location: &str, cookies: Vec<String>) -> Reply {
+        let mut r = Reply {
+            status: 302,
+            headers: vec![
+                ("location".into(), location.into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: String::new(),
+        };
+        r.add_cookies(cookies);
+        r
+    }
+
+    pub fn json(status: u16, value: serde_json::Value) -> Reply {
+        Reply::new(status, "application/json", value.to_string())
+    }
+
+    /// A small readable HTML page, with an optional link (`href`, label).
+    pub fn page(status: u16, title: &str, message: &str, link: Option<(&str, &str)>) -> Reply {
+        let link = link
+            .map(|(href, label)| {
+                format!("<p><a href=\"{}\">{}</a></p>", escape(href), escape(label))
+            })
+            .unwrap_or_default();
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
+             <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+             h1{{font-size:1.4rem}}</style></head><body><h1>{t}</h1><p>{m}</p>{link}</body></html>",
+            t = escape(title),
+            m = escape(message),
+        );
+        Reply::new(status, "text/html; charset=utf-8", body)
+    }
+
+    /// 401 for an API client of `rule`.
+    pub fn unauthorized(rule: &str, token_error: Option<&str>) -> Reply {
+        let realm = rule.replace('"', "");
+        let challenge = match token_error {
+            Some(_) => format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+            None => format!("Bearer realm=\"{realm}\""),
+        };
+        let mut r = Reply::json(
+            401,
+            json!({
+                "error": "unauthorized",
+                "rule": rule,
+                "message": token_error.unwrap_or("authentication required: log in, or send a bearer token"),
+            }),
+        );
+        r.headers.push(("www-authenticate".into(), challenge));
+        r
+    }
+
+    /// 403 naming the failed requirement.
+    pub fn forbidden(rule: Option<&str>, requirement: &str, message: &str) -> Reply {
+        Reply::json(
+            403,
+            json!({"error": "forbidden", "rule": rule, "requirement": requirement, "message": message}),
+        )
+    }
+
+    /// 503 when the IdP is needed and cannot be had.
+    pub fn unavailable(rule: &str, message: &str) -> Reply {
+        let mut r = Reply::json(
+            503,
+            json!({"error": "unavailable", "rule": rule, "message": message}),
+        );
+        r.headers.push(("retry-after".into(), "5".into()));
+        r
+    }
+
+    pub fn add_cookies(&mut self, cookies: Vec<String>) {
+        self.headers
+            .extend(cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
+    }
+}
+
+/// HTML-escapes text for the pages above.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_what_they_show() {
+        let r = Reply::page(
+            403,
+            "No",
+            "<script>alert(1)</script>",
+            Some(("/x?a=\"b\"", "again")),
+        );
+        assert!(!r.body.contains("<script>"));
+        assert!(r.body.contains("&lt;script&gt;"));
+        assert!(r.body.contains("/x?a=&quot;b&quot;"));
+    }
+
+    #[test]
+    fn unauthorized_names_the_realm_and_the_token_error() {
+        let r = Reply::unauthorized("corp", Some("expired"));
+        let h = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .unwrap();
+        assert_eq!(h.1, "Bearer realm=\"corp\", error=\"invalid_token\"");
+    }
+}

@@ -1,0 +1,157 @@
+//! Browser sessions and pending logins, kept in sealed cookies (the stateless `cookie` store).
+//! `Session` has room for the refresh token and the IdP session id that refresh and
+//! back-channel logout will use.
+
+pub mod cookies;
+pub mod seal;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::SessionConfig;
+use crate::identity::Identity;
+use cookies::CookieAttrs;
+use seal::{Purpose, Sealer};
+
+/// How long a started login may take.
+pub const LOGIN_TTL_SECS: u64 = 600;
+/// Logins pending at once per browser; the oldest is dropped beyond this.
+pub const MAX_PENDING_LOGINS: usize = 5;
+
+/// An authenticated browser session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Issuer and client the tokens were issued by and for.
+    pub iss: String,
+    pub client_id: String,
+    pub identity: Identity,
+    pub id_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Unix seconds: when the login completed (`max_lifetime` counts from here).
+    pub created_at: u64,
+    /// Unix seconds: when the ID token expires.
+    pub expires_at: u64,
+}
+
+/// The state of one login in flight, kept in its own cookie until the callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginState {
+    pub rule: String,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// Where to send the browser after the login.
+    pub url: String,
+    pub created_at: u64,
+}
+
+/// Reads and writes session and login cookies.
+#[derive(Debug)]
+pub struct SessionCodec {
+    sealer: Sealer,
+    pub cookie_name: String,
+    secure: bool,
+    same_site: crate::config::SameSite,
+    pub max_lifetime_secs: u64,
+}
+
+impl SessionCodec {
+    pub fn new(config: &SessionConfig) -> SessionCodec {
+        SessionCodec {
+            sealer: Sealer::new(&config.secrets),
+            cookie_name: config.cookie_name.clone(),
+            secure: config.secure,
+            same_site: config.same_site,
+            max_lifetime_secs: config.max_lifetime.as_secs(),
+        }
+    }
+
+    pub fn attrs(&self, domain: Option<&str>) -> CookieAttrs {
+        CookieAttrs {
+            secure: self.secure,
+            same_site: self.same_site,
+            domain: domain.map(str::to_string),
+        }
+    }
+
+    /// The session in a `cookie` header, if one opens and has not passed `max_lifetime`.
+    /// Expiry of the ID token is the caller's business (it may be refreshable).
+    pub fn read_session(&self, cookie_header: &str, now: u64) -> Option<Session> {
+        let sealed = cookies::get_chunked(cookie_header, &self.cookie_name)?;
+        let plain = self.sealer.open(Purpose::Session, &sealed)?;
+        let session: Session = serde_json::from_slice(&plain).ok()?;
+        if now >= session.created_at.saturating_add(self.max_lifetime_secs)
+            || session.created_at > now + 60
+        {
+            return None;
+        }
+        Some(session)
+    }
+
+    /// `Set-Cookie` lines storing `session`.
+    pub fn write_session<'a>(
+        &self,
+        session: &Session,
+        domain: Option<&str>,
+        present: impl Iterator<Item = &'a str>,
+        now: u64,
+    ) -> Vec<String> {
+        let Ok(json) = serde_json::to_vec(session) else {
+            return Vec::new();
+        };
+        let sealed = self.sealer.seal(Purpose::Session, &json);
+        let remaining = session
+            .created_at
+            .saturating_add(self.max_lifetime_secs)
+            .saturating_sub(now);
+        self.attrs(domain)
+            .set_chunked(&self.cookie_name, &sealed, remaining as i64, present)
+    }
+
+    /// `Set-Cookie` lines deleting the session.
+    pub fn clear_session<'a>(
+        &self,
+        domain: Option<&str>,
+        present: impl Iterator<Item = &'a str>,
+    ) -> Vec<String> {
+        self.attrs(domain)
+            .delete_chunked(&self.cookie_name, present)
+    }
+
+    /// The cookie name of a login with this state.
+    pub fn login_cookie_name(&self, state: &str) -> String {
+        let id: String = state.chars().take(16).collect();
+        format!("{}{}", cookies::login_prefix(&self.cookie_name), id)
+    }
+
+    pub fn seal_login(&self, login: &LoginState) -> String {
+        let json = serde_json::to_vec(login).unwrap_or_default();
+        self.sealer.seal(Purpose::Login, &json)
+    }
+
+    pub fn open_login(&self, sealed: &str) -> Option<LoginState> {
+        let plain = self.sealer.open(Purpose::Login, sealed)?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    /// Pending logins in a `cookie` header: (cookie name, state), unexpired ones only.
+    pub fn pending_logins<'h>(
+        &self,
+        cookie_header: &'h str,
+        now: u64,
+    ) -> Vec<(&'h str, Option<LoginState>)> {
+        let prefix = cookies::login_prefix(&self.cookie_name);
+        cookies::pairs(cookie_header)
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .take(64)
+            .map(|(n, v)| {
+                let login = self
+                    .open_login(v)
+                    .filter(|l| now < l.created_at.saturating_add(LOGIN_TTL_SECS));
+                (n, login)
+            })
+            .collect()
+    }
+}
