@@ -2,7 +2,6 @@
 //! checks that need no rule compilation. Every problem is reported with the file, the rule and
 //! the field, and all of them are collected before giving up, so one `validate` run shows them all.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -435,7 +434,6 @@ fn parse_rules(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<RuleConfig> {
     let mut rules = Vec::new();
-    let mut seen = HashSet::new();
     for (i, value) in raw.iter().enumerate() {
         let label = value
             .get("name")
@@ -455,14 +453,6 @@ fn parse_rules(
                 continue;
             }
         };
-        if !seen.insert(rule.name.clone()) {
-            errors.push(ConfigError {
-                file: file.into(),
-                rule: Some(label.clone()),
-                field: "name".into(),
-                message: format!("duplicate rule name `{}`", rule.name),
-            });
-        }
         if let Err(message) = resolve_secret_file(&mut rule, base) {
             errors.push(ConfigError {
                 file: file.into(),

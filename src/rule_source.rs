@@ -18,19 +18,20 @@ struct StoreFile {
 
 /// The rules to run with, compiled.
 pub fn initial_rules(config: &Config) -> Result<RuleSet, ConfigErrors> {
-    let rules =
-        match &config.rules_store {
-            RulesStore::File(path) if path.exists() => read_store_file(path)?,
-            RulesStore::Redis(_) => return Err(ConfigErrors(vec![ConfigError {
+    let rules = match &config.rules_store {
+        RulesStore::File(path) if path.exists() => read_store_file(path)?,
+        RulesStore::Redis(_) => {
+            return Err(ConfigErrors(vec![ConfigError {
                 file: config.path.display().to_string(),
                 rule: None,
                 field: "rules_store".into(),
                 message:
                     "the redis rule store is not supported by this release; use file:PATH or inline"
                         .into(),
-            }])),
-            _ => config.rules.clone(),
-        };
+            }]))
+        }
+        _ => config.rules.clone(),
+    };
     let file = match &config.rules_store {
         RulesStore::File(p) if p.exists() => p.display().to_string(),
         _ => config.path.display().to_string(),

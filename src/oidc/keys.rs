@@ -108,7 +108,8 @@ pub enum KeyError {
 /// The cached keys of one issuer.
 pub struct KeyCache {
     current: ArcSwapOption<KeySet>,
-    /// Held while fetching; records the last fetch attempt.
+    /// Held while fetching; records the last on-demand fetch (an unknown `kid`, or no keys),
+    /// which is what the rate limit counts. The fetch after discovery does not count.
     refresh: Mutex<Option<Instant>>,
     fetches: std::sync::atomic::AtomicU64,
 }
@@ -134,17 +135,11 @@ impl KeyCache {
 
     /// Fetches the JWKS now (used right after discovery). Keeps the old keys on failure.
     pub async fn refresh(&self, http: &reqwest::Client, jwks_uri: &str) -> Result<(), FetchError> {
-        let mut last = self.refresh.lock().await;
-        self.fetch_into(http, jwks_uri, &mut last).await
+        let _guard = self.refresh.lock().await;
+        self.fetch(http, jwks_uri).await
     }
 
-    async fn fetch_into(
-        &self,
-        http: &reqwest::Client,
-        jwks_uri: &str,
-        last: &mut Option<Instant>,
-    ) -> Result<(), FetchError> {
-        *last = Some(Instant::now());
+    async fn fetch(&self, http: &reqwest::Client, jwks_uri: &str) -> Result<(), FetchError> {
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let doc: serde_json::Value = fetch::json(http.get(jwks_uri), jwks_uri).await?;
@@ -191,7 +186,8 @@ impl KeyCache {
                 KeyError::Unavailable("the last fetch failed".into())
             });
         }
-        match self.fetch_into(http, jwks_uri, &mut last).await {
+        *last = Some(Instant::now());
+        match self.fetch(http, jwks_uri).await {
             Ok(()) => self
                 .current
                 .load()
