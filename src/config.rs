@@ -589,14 +589,10 @@ fn substitute_env(
     errors: &mut Vec<(String, String)>,
 ) {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                match substitute_str(s, env) {
-                    Ok(new) => *s = new,
-                    Err(var) => errors.push((path, var)),
-                }
-            }
-        }
+        Value::String(s) if s.contains("${") => match substitute_str(s, env) {
+            Ok(new) => *s = new,
+            Err(var) => errors.push((path, var)),
+        },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 substitute_env(item, format!("{path}[{i}]"), env, errors);

@@ -88,7 +88,7 @@ pub fn check_allowed(allowed: &Allowed, id: &Identity) -> Result<(), NotAllowed>
             .as_deref()
             .and_then(|e| e.rsplit_once('@'))
             .map(|(_, d)| d.to_string());
-        if !domain.is_some_and(|d| allowed.email_domains.iter().any(|a| *a == d)) {
+        if !domain.is_some_and(|d| allowed.email_domains.contains(&d)) {
             return Err(NotAllowed {
                 requirement: "allowed.email_domains",
                 detail: "your email domain is not allowed by this rule".into(),

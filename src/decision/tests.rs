@@ -841,3 +841,29 @@ fn explain_url_refuses_what_is_not_an_absolute_url_with_a_host() {
         assert!(explain_url(&set, url).is_err(), "{url:?}");
     }
 }
+
+#[test]
+fn probe_tmp() {
+    let set = rules(&[whitelist("corp", &["{ path: /public }"])]);
+    eprintln!(
+        "{:?}",
+        explain_url(&set, "https://app.example.com/public\\x")
+    );
+    eprintln!("{:?}", decide(&set, "app.example.com", "/public\\x"));
+    let text = "session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules:\n  - { name: corp, issuer: https://idp.example.com, redirect_url: https://app.example.com/oauth2/callback, client_id: g, client_secret: s, authorization: { mode: blacklist, conditions: [{path: /café, match: exact}, {path: /a b, match: prefix}]}}\n";
+    let config = Config::parse(text, "d.yaml", Path::new("/etc"), &|_| None);
+    match config {
+        Err(e) => eprintln!("ERR {e}"),
+        Ok(c) => {
+            let set = RuleSet::compile(&c.rules, c.default_action).unwrap();
+            for p in ["/café", "/caf%C3%A9", "/caf%c3%a9", "/a b", "/a%20b/x"] {
+                eprintln!("{p} {:?}", decide(&set, "h", p));
+            }
+        }
+    }
+    let text = "colour: x\nsession:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules:\n  - { name: corp, issuer: http://idp.example.com, redirect_url: https://app.example.com/oauth2/callback, client_id: g, client_secret: s}\n";
+    eprintln!(
+        "{:?}",
+        Config::parse(text, "d.yaml", Path::new("/etc"), &|_| None).err()
+    );
+}
