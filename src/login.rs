@@ -308,6 +308,9 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
 fn describe_fetch(e: &FetchError) -> String {
     match e {
         FetchError::Status { url, status, .. } => format!("{url} answered HTTP {status}"),
+        FetchError::BadJson { url, .. } => {
+            format!("{url} answered something that is not a token response")
+        }
         other => other.to_string(),
     }
 }

@@ -442,3 +442,41 @@ async fn allowed_claims_are_checked_on_every_request() {
     assert!(a.body().contains("allowed.groups"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_large_session_is_chunked_and_still_works() {
+    let s = stack().await;
+    let groups: Vec<String> = (0..300)
+        .map(|i| format!("group-with-a-long-name-{i:04}"))
+        .collect();
+    s.idp
+        .set_extra_claims(serde_json::json!({ "groups": groups }));
+    let mut jar = Jar::default();
+    let done = login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+    assert_eq!(done.status(), 302, "{}", done.body());
+    assert!(jar.get("_oidc_authz").is_none(), "too big for one cookie");
+    assert!(jar.get("_oidc_authz_1").is_some() && jar.get("_oidc_authz_2").is_some());
+    for line in done.set_cookies() {
+        let value = line.split(';').next().unwrap();
+        assert!(
+            value.len() <= 4100,
+            "each chunk stays under the browser limit"
+        );
+    }
+    let a = s
+        .check(Req::browser("https://app1.example.test/").cookies(&jar))
+        .await;
+    assert!(a.is_allow());
+    let groups = a.upstream("x-auth-request-groups").unwrap();
+    assert!(
+        groups.contains("group-with-a-long-name-0255"),
+        "groups up to the cap of 256 are passed"
+    );
+    assert!(
+        !groups.contains("group-with-a-long-name-0256"),
+        "and no more"
+    );
+    assert_eq!(a.upstream("cookie"), None, "chunks are stripped too");
+    assert!(a.removed().contains(&"cookie".to_string()));
+    s.stop().await;
+}

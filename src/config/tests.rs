@@ -679,6 +679,25 @@ fn errors_in_several_rules_are_all_reported_at_once() {
 }
 
 #[test]
+fn error_outside_the_rules_does_not_hide_rule_errors() {
+    let bad_rule = rule("corp", "issuer: http://idp.example.com");
+    let unknown_top_level = format!("colour: blue\n{}", config(std::slice::from_ref(&bad_rule)));
+    let unknown_in_session =
+        format!("session:\n  secrets: [\"{SECRET}\"]\n  colour: blue\nrules:\n{bad_rule}");
+    for (text, outside) in [
+        (unknown_top_level, at(None, "colour")),
+        (unknown_in_session, at(None, "session.colour")),
+    ] {
+        let found = locations(&text);
+        assert!(found.contains(&outside), "{outside:?} missing in {found:?}");
+        assert!(
+            found.contains(&at(Some("corp"), "issuer")),
+            "the rule's error is hidden: {found:?}"
+        );
+    }
+}
+
+#[test]
 fn every_error_carries_the_file_name() {
     for e in errors(&format!(
         "colour: x\n{}",

@@ -155,3 +155,86 @@ impl SessionCodec {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn codec(max_lifetime: u64) -> SessionCodec {
+        SessionCodec::new(&SessionConfig {
+            secrets: vec!["a-session-secret-of-at-least-32-bytes!".into()],
+            store: Default::default(),
+            redis_url: None,
+            cookie_name: "_s".into(),
+            secure: true,
+            same_site: Default::default(),
+            max_lifetime: Duration::from_secs(max_lifetime),
+        })
+    }
+
+    fn session(created_at: u64) -> Session {
+        Session {
+            iss: "https://idp".into(),
+            client_id: "gw".into(),
+            identity: Identity {
+                sub: "u".into(),
+                ..Default::default()
+            },
+            id_token: "t".into(),
+            access_token: None,
+            refresh_token: Some("r".into()),
+            created_at,
+            expires_at: created_at + 3600,
+        }
+    }
+
+    fn header_of(lines: &[String]) -> String {
+        lines
+            .iter()
+            .map(|l| l.split(';').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    #[test]
+    fn session_round_trips_through_its_cookie() {
+        let c = codec(3600);
+        let lines = c.write_session(
+            &session(1000),
+            Some(".example.com"),
+            std::iter::empty(),
+            1000,
+        );
+        assert_eq!(
+            c.read_session(&header_of(&lines), 1001),
+            Some(session(1000))
+        );
+    }
+
+    #[test]
+    fn max_lifetime_ends_a_session_whatever_its_tokens_say() {
+        let c = codec(600);
+        let lines = c.write_session(&session(1000), None, std::iter::empty(), 1000);
+        let h = header_of(&lines);
+        assert!(c.read_session(&h, 1599).is_some());
+        assert!(c.read_session(&h, 1600).is_none());
+        assert!(lines[0].contains("Max-Age=600"));
+    }
+
+    #[test]
+    fn a_login_state_cannot_be_used_as_a_session() {
+        let c = codec(600);
+        let login = LoginState {
+            rule: "r".into(),
+            state: "s".into(),
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+            url: "/".into(),
+            created_at: 1,
+        };
+        let sealed = c.seal_login(&login);
+        assert!(c.read_session(&format!("_s={sealed}"), 2).is_none());
+        assert_eq!(c.open_login(&sealed), Some(login));
+    }
+}

@@ -1,0 +1,232 @@
+//! The release binary as users run it: `validate`, `explain`, and `serve` starting while the
+//! IdP is down and draining on SIGTERM.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_oidc-authz");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("OIDC_AUTHZ_ADMIN_TOKEN", "admin-token")
+        .env(
+            "OIDC_AUTHZ_SESSION_SECRET",
+            "0123456789abcdef0123456789abcdef-ci",
+        )
+        .env("CORP_CLIENT_SECRET", "corp-secret")
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("oidc-authz-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    path
+}
+
+#[test]
+fn every_example_config_validates() {
+    for entry in std::fs::read_dir("examples").unwrap() {
+        let path = entry.unwrap().path();
+        let (code, out, err) = run(&["validate", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {out}{err}", path.display());
+    }
+}
+
+#[test]
+fn invalid_configs_exit_2_and_name_the_field() {
+    for (file, field) in [
+        ("unknown-key.yaml", "colour"),
+        ("duplicate-rule-name.yaml", "name"),
+        ("redirect-path.yaml", "redirect_url"),
+        ("bad-regex.yaml", "authorization.conditions[0].path"),
+        ("short-secret.yaml", "session.secrets[0]"),
+        ("http-issuer.yaml", "issuer"),
+        ("unknown-server-key.yaml", "server.typo_listen"),
+    ] {
+        let path = format!("tests/configs/invalid/{file}");
+        let (code, _, err) = run(&["validate", "--config", &path]);
+        assert_eq!(code, 2, "{file}");
+        assert!(err.contains(&format!("field \"{field}\"")), "{file}: {err}");
+        assert!(err.contains(&path), "errors name the file: {err}");
+    }
+}
+
+#[test]
+fn validate_reports_every_error_at_once_with_the_rule_name() {
+    let path = temp_config(
+        "many",
+        r#"
+session:
+  secrets: ["short"]
+rules_store: inline
+rules:
+  - name: one
+    issuer: https://idp.example.com
+    redirect_url: https://a.example.com/wrong
+    client_id: c
+    client_secret: s
+  - name: two
+    issuer: https://idp.example.com
+    redirect_url: https://a.example.com/oauth2/callback
+    client_id: c
+    client_secret: s
+    authorization: { mode: whitelist, conditions: [ { path: "(", match: regex } ] }
+"#,
+    );
+    let (code, _, err) = run(&["validate", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("session.secrets[0]"), "{err}");
+    assert!(
+        err.contains("rule \"one\": field \"redirect_url\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("rule \"two\": field \"authorization.conditions[0].path\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn explain_names_the_rule_the_condition_and_the_action() {
+    let (code, out, err) = run(&[
+        "explain",
+        "--config",
+        "examples/oidc-authz.yaml",
+        "--url",
+        "https://www.example.com/public/logo.png",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["action"], "allow");
+    assert_eq!(v["rule"], "corp");
+    assert_eq!(v["condition"], 0);
+    let (_, out, _) = run(&[
+        "explain",
+        "--config",
+        "examples/oidc-authz.yaml",
+        "--url",
+        "https://www.example.com/%61dmin",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["action"], "login");
+    assert_eq!(v["condition"], serde_json::Value::Null);
+    let (_, out, _) = run(&[
+        "explain",
+        "--config",
+        "examples/blacklist.yaml",
+        "--url",
+        "https://elsewhere.org/",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["action"], "deny");
+    let (code, _, _) = run(&[
+        "explain",
+        "--config",
+        "examples/oidc-authz.yaml",
+        "--url",
+        "not a url",
+    ]);
+    assert_eq!(code, 2);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serve_starts_while_the_idp_is_down_and_exits_0_on_sigterm() {
+    let (grpc, http, idp) = (free_port(), free_port(), free_port());
+    let path = temp_config(
+        "serve",
+        &format!(
+            r#"
+server:
+  grpc_listen: 127.0.0.1:{grpc}
+  http_listen: 127.0.0.1:{http}
+session:
+  secrets: ["0123456789abcdef0123456789abcdef"]
+rules_store: inline
+rules:
+  - name: corp
+    issuer: http://127.0.0.1:{idp}
+    redirect_url: http://127.0.0.1:{http}/oauth2/callback
+    client_id: c
+    client_secret: s
+"#
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ready_answer = None;
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", http)) {
+            use std::io::Read;
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            ready_answer = Some(buf);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ready = ready_answer.expect("the HTTP listener comes up while the IdP is down");
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains("corp"), "readyz names the rule: {ready}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "serve must exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !err.contains("client_secret") && !err.contains("0123456789abcdef0123456789abcdef"),
+        "no secrets in logs"
+    );
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_with_the_same_messages() {
+    let (code, _, err) = run(&["serve", "--config", "tests/configs/invalid/bad-regex.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("authorization.conditions[0].path"), "{err}");
+}
