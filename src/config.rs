@@ -263,7 +263,8 @@ impl AllowedConfig {
 }
 
 /// One authentication rule, as written in the file (and, later, in the rule store and the API).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// Its `Debug` output redacts the client secret.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
@@ -298,6 +299,33 @@ pub struct RuleConfig {
     pub post_logout_redirect_url: Option<String>,
     #[serde(default)]
     pub insecure_allow_http: bool,
+}
+
+impl fmt::Debug for RuleConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleConfig")
+            .field("name", &self.name)
+            .field("enabled", &self.enabled)
+            .field("issuer", &self.issuer)
+            .field("discovery_url", &self.discovery_url)
+            .field("redirect_url", &self.redirect_url)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "******"),
+            )
+            .field("client_secret_file", &self.client_secret_file)
+            .field("cookie_domain", &self.cookie_domain)
+            .field("scope", &self.scope)
+            .field("authorization", &self.authorization)
+            .field("domains", &self.domains)
+            .field("upstream_token", &self.upstream_token)
+            .field("allowed", &self.allowed)
+            .field("audiences", &self.audiences)
+            .field("post_logout_redirect_url", &self.post_logout_redirect_url)
+            .field("insecure_allow_http", &self.insecure_allow_http)
+            .finish()
+    }
 }
 
 /// Minimum length of a session secret, in bytes.
@@ -339,7 +367,10 @@ impl Config {
             message,
         };
 
-        let mut root: Value = match serde_saphyr::from_str(text) {
+        // YAML 1.2 booleans only: `name: off` is the string "off", not false.
+        let mut options = serde_saphyr::Options::default();
+        options.strict_booleans = true;
+        let mut root: Value = match serde_saphyr::from_str_with_options(text, options) {
             Ok(v) => v,
             Err(e) => {
                 return Err(ConfigErrors(vec![err(
@@ -356,6 +387,7 @@ impl Config {
                 "the file must hold a mapping".into(),
             )]));
         }
+        stringify_scalars(&mut root, "");
         let mut subst_errors = Vec::new();
         substitute_env(&mut root, String::new(), env, &mut subst_errors);
         for (field, var) in subst_errors {
@@ -386,6 +418,17 @@ impl Config {
         };
         let rules = parse_rules(&raw_rules, file, base, &mut errors);
 
+        // Rule semantics (URLs, patterns, regexes) are checked by compiling them, even when
+        // the rest of the file is broken, so that one run reports everything.
+        let default_action = top.as_ref().map(|t| t.default_action).unwrap_or_default();
+        if let Err(rule_errors) = crate::rules::RuleSet::compile(&rules, default_action) {
+            errors.extend(rule_errors.into_iter().map(|e| ConfigError {
+                file: file.to_string(),
+                rule: Some(e.rule),
+                field: e.field,
+                message: e.message,
+            }));
+        }
         let Some(top) = top else {
             return Err(ConfigErrors(errors));
         };
@@ -398,7 +441,6 @@ impl Config {
                 RulesStore::Inline
             }
         };
-
         let config = Config {
             path: PathBuf::from(file),
             server: top.server,
@@ -407,17 +449,6 @@ impl Config {
             default_action: top.default_action,
             rules,
         };
-        // Rule semantics (URLs, patterns, regexes) are checked by compiling them.
-        if let Err(rule_errors) =
-            crate::rules::RuleSet::compile(&config.rules, config.default_action)
-        {
-            errors.extend(rule_errors.into_iter().map(|e| ConfigError {
-                file: file.to_string(),
-                rule: Some(e.rule),
-                field: e.field,
-                message: e.message,
-            }));
-        }
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -579,6 +610,19 @@ fn rule_of_path(root: &Value, field: &str) -> Option<String> {
     let idx: usize = rest.split(']').next()?.parse().ok()?;
     let name = root.get("rules")?.get(idx)?.get("name")?.as_str()?;
     Some(name.to_string())
+}
+
+/// The schema has no numeric fields and only these boolean ones, so a number anywhere, or a
+/// boolean elsewhere, was meant as text (`client_id: 1234567890`): keep it as a string.
+fn stringify_scalars(value: &mut Value, key: &str) {
+    const BOOLEAN_FIELDS: &[&str] = &["enabled", "secure", "insecure_allow_http"];
+    match value {
+        Value::Number(n) => *value = Value::String(n.to_string()),
+        Value::Bool(b) if !BOOLEAN_FIELDS.contains(&key) => *value = Value::String(b.to_string()),
+        Value::Array(items) => items.iter_mut().for_each(|v| stringify_scalars(v, "")),
+        Value::Object(map) => map.iter_mut().for_each(|(k, v)| stringify_scalars(v, k)),
+        _ => {}
+    }
 }
 
 /// Replaces `${NAME}` in every string value. Unset variables are reported with their path.

@@ -150,12 +150,16 @@ pub fn explain_url(rules: &RuleSet, url: &str) -> Result<Explanation, String> {
         .host_str()
         .ok_or_else(|| format!("`{url}` has no host"))?;
     let host = crate::rules::normalize::normalize_host(host);
-    // Keep the path as sent (Url::parse already resolved dot-segments; RequestPath does the rest).
-    let mut raw_path = parsed.path().to_string();
-    if let Some(q) = parsed.query() {
-        raw_path.push('?');
-        raw_path.push_str(q);
-    }
+    // Take the path as written, not as `Url` rewrote it (it resolves dot-segments and turns `\`
+    // into `/`), so explain sees exactly what Check would see.
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let raw_path = after_scheme
+        .find(['/', '?'])
+        .map_or("/", |i| &after_scheme[i..])
+        .split('#')
+        .next()
+        .unwrap_or("/")
+        .to_string();
     let path = RequestPath::parse(&raw_path);
     Ok(route(rules, &host, &path).explain())
 }

@@ -908,3 +908,45 @@ fn config_error_display_without_rule_names_file_and_field() {
     let both = ConfigErrors(vec![e, in_rule]).to_string();
     assert_eq!(both.lines().count(), 2, "{both}");
 }
+
+#[test]
+fn unquoted_numbers_and_yaml_1_1_words_stay_strings() {
+    let yaml = r#"
+session:
+  secrets: ["0123456789abcdef0123456789abcdef"]
+rules_store: inline
+rules:
+  - name: off
+    issuer: https://idp.example.com
+    redirect_url: https://app.example.com/oauth2/callback
+    client_id: 1234567890
+    client_secret: 42
+    enabled: true
+"#;
+    let config =
+        Config::parse(yaml, "t.yaml", std::path::Path::new("."), &|_| None).expect("valid");
+    assert_eq!(config.rules[0].name, "off");
+    assert_eq!(config.rules[0].client_id, "1234567890");
+    assert_eq!(config.rules[0].client_secret.as_deref(), Some("42"));
+}
+
+#[test]
+fn debug_output_never_shows_the_client_secret() {
+    let yaml = r#"
+session:
+  secrets: ["0123456789abcdef0123456789abcdef"]
+rules_store: inline
+rules:
+  - name: corp
+    issuer: https://idp.example.com
+    redirect_url: https://app.example.com/oauth2/callback
+    client_id: gw
+    client_secret: super-secret-value
+"#;
+    let config =
+        Config::parse(yaml, "t.yaml", std::path::Path::new("."), &|_| None).expect("valid");
+    let rules =
+        crate::rules::RuleSet::compile(&config.rules, config.default_action).expect("compiles");
+    let shown = format!("{:?} {:?}", config.rules, rules);
+    assert!(!shown.contains("super-secret-value"), "{shown}");
+}

@@ -220,8 +220,8 @@ fn compile_path(spec: &ConditionSpec<'_>) -> Result<PathCondition, String> {
             if !is_canonical {
                 return Err(format!(
                     "path {path:?} is not in canonical form (requests are matched as {:?}): \
-                     decode unreserved %XX escapes, write other escapes in uppercase, and \
-                     remove '?', '#', '.', '..' and repeated '/'",
+                     decode unreserved %XX escapes, write other escapes in uppercase, \
+                     percent-encode non-ASCII characters and spaces, and remove '?', '#', '.', '..' and repeated '/'",
                     RequestPath::parse(path).canonical()
                 ));
             }
@@ -814,7 +814,7 @@ mod tests {
         let index = compile(&[
             cond(Some("*.example.com"), Some("/a"), PathMatch::Prefix),
             cond(None, Some("/é.*"), PathMatch::Regex),
-            cond(None, Some("/é"), PathMatch::Prefix),
+            cond(None, Some("/%C3%A9"), PathMatch::Prefix),
         ]);
         let dots = ".".repeat(50_000);
         let labels = "a.".repeat(25_000);
@@ -910,7 +910,7 @@ mod tests {
             Some("*.a.example.com"),
             Some("b.com"),
         ];
-        let paths = ["/", "/a", "/a/b", "/ab", "/a/b/c", "/b", "/é", "/a/.x"];
+        let paths = ["/", "/a", "/a/b", "/ab", "/a/b/c", "/b", "/%C3%A9", "/a/.x"];
         let regexes = ["/a.*", "/[ab]", "/.*/c", "/é?", "/(a|b)/b"];
         let hosts = [
             "a.example.com",

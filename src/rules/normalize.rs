@@ -87,7 +87,7 @@ fn normalize_percent(path: &str, decode_separators: bool) -> String {
     let mut out = String::with_capacity(path.len());
     let mut parts = path.split('%');
     if let Some(first) = parts.next() {
-        out.push_str(first);
+        push_literal(&mut out, first);
     }
     for part in parts {
         let bytes = part.as_bytes();
@@ -99,7 +99,7 @@ fn normalize_percent(path: &str, decode_separators: bool) -> String {
         };
         let Some((hi, lo, value)) = escape else {
             out.push('%');
-            out.push_str(part);
+            push_literal(&mut out, part);
             continue;
         };
         if is_unreserved(value) {
@@ -112,9 +112,24 @@ fn normalize_percent(path: &str, decode_separators: bool) -> String {
             out.push(char::from(lo.to_ascii_uppercase()));
         }
         // The two hex digits are ASCII, so byte 2 is a character boundary.
-        out.push_str(part.get(2..).unwrap_or(""));
+        push_literal(&mut out, part.get(2..).unwrap_or(""));
     }
     out
+}
+
+/// Copies literal path text, percent-encoding (uppercase) what a browser would have encoded:
+/// non-ASCII bytes, spaces and controls. `/café` and `/caf%C3%A9` are then one path.
+fn push_literal(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in text.as_bytes() {
+        if b >= 0x80 || b <= 0x20 || b == 0x7F {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
+        } else {
+            out.push(char::from(b));
+        }
+    }
 }
 
 fn hex_value(byte: u8) -> Option<u8> {
@@ -266,13 +281,18 @@ mod tests {
         assert_eq!(canonical("/%"), "/%");
         assert_eq!(canonical("/a%2"), "/a%2");
         assert_eq!(canonical("/%%41"), "/%A");
-        assert_eq!(canonical("/%é"), "/%é");
+        assert_eq!(canonical("/%é"), "/%%C3%A9");
     }
 
     #[test]
-    fn multibyte_utf8_survives() {
-        assert_eq!(canonical("/café/./ü//日本"), "/café/ü/日本");
-        assert_eq!(canonical("/é%"), "/é%");
+    fn raw_non_ascii_and_spaces_are_seen_percent_encoded() {
+        assert_eq!(
+            canonical("/café/./ü//日本"),
+            "/caf%C3%A9/%C3%BC/%E6%97%A5%E6%9C%AC"
+        );
+        assert_eq!(canonical("/caf%c3%a9"), canonical("/café"));
+        assert_eq!(canonical("/a b"), "/a%20b");
+        assert_eq!(canonical("/é%"), "/%C3%A9%");
     }
 
     #[test]
