@@ -21,12 +21,14 @@
 //! - `check`: the Envoy edge (`CheckRequest` → facts, `Verdict` → `CheckResponse`).
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
 //! - `app`: shared state; `metrics`: counters; `server`: listeners and graceful shutdown.
+//! - `admin_api`: types generated from `proto/` (the rule-management gRPC API).
 //!
 //! # Errors
 //! One error type per boundary: `config::ConfigErrors` (file, rule, field), `rules::RuleError`,
 //! `oidc::token::TokenError`, `oidc::fetch::FetchError`, `server::ServeError`. Request paths
 //! never panic: bad input becomes a 4xx `Reply`.
 
+pub mod admin_api;
 pub mod app;
 pub mod authorize;
 pub mod check;

@@ -1,0 +1,8 @@
+//! The project's own gRPC API, generated from `proto/oidc_authz/admin/v1/admin.proto` by
+//! `build.rs`. The rule-management service that implements it arrives with the admin listener.
+
+/// `oidc_authz.admin.v1`: rule management (list, get, create, update, enable, disable, add a
+/// condition, delete, explain).
+pub mod v1 {
+    tonic::include_proto!("oidc_authz.admin.v1");
+}
