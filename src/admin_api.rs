@@ -6,3 +6,6 @@
 pub mod v1 {
     tonic::include_proto!("oidc_authz.admin.v1");
 }
+
+/// The encoded file descriptor set of `proto/`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/admin_descriptor.bin"));

@@ -55,8 +55,7 @@ impl App {
                     Some(p) if p.is_ready() => None,
                     Some(p) => Some((
                         r.name.clone(),
-                        p.last_error()
-                            .unwrap_or_else(|| "discovery in progress".into()),
+                        p.last_error().unwrap_or_else(|| "discovery in progress".into()),
                     )),
                     None => Some((r.name.clone(), "not started".into())),
                 }

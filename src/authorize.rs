@@ -60,11 +60,7 @@ pub enum Verdict {
 }
 
 /// A request is a browser navigation when it is GET/HEAD, accepts HTML and is not XHR.
-pub fn is_browser_navigation(
-    method: &str,
-    accept: Option<&str>,
-    requested_with: Option<&str>,
-) -> bool {
+pub fn is_browser_navigation(method: &str, accept: Option<&str>, requested_with: Option<&str>) -> bool {
     (method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD"))
         && accept.is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
         && !requested_with.is_some_and(|x| x.trim().eq_ignore_ascii_case("xmlhttprequest"))
@@ -144,10 +140,7 @@ async fn login_with(
 ) -> Verdict {
     // 1. A session cookie for this rule's issuer and client.
     if let Some(session) = app.sessions.read_session(cookie_header, now) {
-        let live = session
-            .expires_at
-            .saturating_add(crate::oidc::token::SKEW_SECS)
-            > now;
+        let live = session.expires_at.saturating_add(crate::oidc::token::SKEW_SECS) > now;
         if live && session.iss == rule.issuer && session.client_id == rule.client_id {
             if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
                 bump(&app.metrics.forbidden);
@@ -186,11 +179,7 @@ async fn login_with(
                 Some(identity) => {
                     if let Err(e) = check_allowed(&rule.allowed, &identity) {
                         bump(&app.metrics.forbidden);
-                        return Verdict::Deny(Reply::forbidden(
-                            Some(&rule.name),
-                            e.requirement,
-                            &e.detail,
-                        ));
+                        return Verdict::Deny(Reply::forbidden(Some(&rule.name), e.requirement, &e.detail));
                     }
                     // The client's own bearer token passes through untouched.
                     let mut allow = identity_allow(rule, &identity, spoofed);
@@ -222,11 +211,7 @@ async fn login_with(
     }
 
     // 3. No usable credentials.
-    let browser = is_browser_navigation(
-        req.method,
-        req.header("accept"),
-        req.header("x-requested-with"),
-    );
+    let browser = is_browser_navigation(req.method, req.header("accept"), req.header("x-requested-with"));
     if browser {
         let return_url = format!("{}://{}{}", req.scheme, req.authority, req.raw_path);
         let reply = crate::login::begin(app, rule, &return_url, cookie_header, now);

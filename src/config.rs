@@ -177,9 +177,7 @@ mod duration_text {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(text.trim()).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a duration like 30s, 15m or 24h ({e})"
-            ))
+            serde::de::Error::custom(format!("`{text}` is not a duration like 30s, 15m or 24h ({e})"))
         })
     }
 }
@@ -310,10 +308,7 @@ impl fmt::Debug for RuleConfig {
             .field("discovery_url", &self.discovery_url)
             .field("redirect_url", &self.redirect_url)
             .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "******"),
-            )
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "******"))
             .field("client_secret_file", &self.client_secret_file)
             .field("cookie_domain", &self.cookie_domain)
             .field("scope", &self.scope)
@@ -398,15 +393,14 @@ impl Config {
             ));
         }
 
-        let top: Option<FileTop> =
-            match serde_path_to_error::deserialize::<_, FileTop>(root.clone()) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    let field = e.path().to_string();
-                    errors.push(err(None, &field, e.inner().to_string()));
-                    None
-                }
-            };
+        let top: Option<FileTop> = match serde_path_to_error::deserialize::<_, FileTop>(root.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let field = e.path().to_string();
+                errors.push(err(None, &field, e.inner().to_string()));
+                None
+            }
+        };
 
         let raw_rules = match root.get("rules") {
             None | Some(Value::Null) => Vec::new(),
@@ -458,12 +452,7 @@ impl Config {
 }
 
 /// Deserializes each rule on its own, resolves `client_secret_file`, and checks names.
-fn parse_rules(
-    raw: &[Value],
-    file: &str,
-    base: &Path,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<RuleConfig> {
+fn parse_rules(raw: &[Value], file: &str, base: &Path, errors: &mut Vec<ConfigError>) -> Vec<RuleConfig> {
     let mut rules = Vec::new();
     for (i, value) in raw.iter().enumerate() {
         let label = value
@@ -507,8 +496,8 @@ fn resolve_secret_file(rule: &mut RuleConfig, base: &Path) -> Result<(), String>
         return Err("give client_secret or client_secret_file, not both".into());
     }
     let full = base.join(&path);
-    let secret = std::fs::read_to_string(&full)
-        .map_err(|e| format!("cannot read `{}`: {e}", full.display()))?;
+    let secret =
+        std::fs::read_to_string(&full).map_err(|e| format!("cannot read `{}`: {e}", full.display()))?;
     let secret = secret.trim().to_string();
     if secret.is_empty() {
         return Err(format!("`{}` is empty", full.display()));
@@ -544,10 +533,7 @@ fn check_session(session: &SessionConfig, file: &str, errors: &mut Vec<ConfigErr
         })
     };
     if session.secrets.is_empty() {
-        push(
-            "session.secrets".into(),
-            "at least one secret is required".into(),
-        );
+        push("session.secrets".into(), "at least one secret is required".into());
     }
     for (i, s) in session.secrets.iter().enumerate() {
         if s.len() < MIN_SECRET_LEN {
@@ -558,10 +544,7 @@ fn check_session(session: &SessionConfig, file: &str, errors: &mut Vec<ConfigErr
         }
     }
     if session.store == SessionStoreKind::Redis && session.redis_url.is_none() {
-        push(
-            "session.redis_url".into(),
-            "required with store: redis".into(),
-        );
+        push("session.redis_url".into(), "required with store: redis".into());
     }
     let name_ok = !session.cookie_name.is_empty()
         && session.cookie_name.len() <= 64
@@ -597,9 +580,7 @@ fn parse_rules_store(text: Option<&str>, base: &Path) -> Result<RulesStore, Stri
             }
             Ok(RulesStore::File(base.join(p)))
         }
-        Some(t) if t.starts_with("redis://") || t.starts_with("rediss://") => {
-            Ok(RulesStore::Redis(t.into()))
-        }
+        Some(t) if t.starts_with("redis://") || t.starts_with("rediss://") => Ok(RulesStore::Redis(t.into())),
         Some(t) => Err(format!("`{t}` is not file:PATH, redis://… or inline")),
     }
 }
@@ -667,8 +648,7 @@ fn substitute_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             return Ok(out);
         };
         let name = &after[..end];
-        let valid =
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid {
             out.push_str("${");
             rest = after;

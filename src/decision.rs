@@ -79,7 +79,10 @@ impl Route<'_> {
                 action: "login",
                 rule: Some(rule.name.clone()),
                 condition: None,
-                reason: format!("this is rule `{}`'s redirect URL: the login completes here", rule.name),
+                reason: format!(
+                    "this is rule `{}`'s redirect URL: the login completes here",
+                    rule.name
+                ),
             },
             Route::Public { rule, condition } => Explanation {
                 action: "allow",
@@ -91,7 +94,10 @@ impl Route<'_> {
                     describe_condition(rule, condition)
                 ),
             },
-            Route::Login { rule, condition: Some(c) } => Explanation {
+            Route::Login {
+                rule,
+                condition: Some(c),
+            } => Explanation {
                 action: "login",
                 rule: Some(rule.name.clone()),
                 condition: Some(c),
@@ -101,11 +107,17 @@ impl Route<'_> {
                     describe_condition(rule, c)
                 ),
             },
-            Route::Login { rule, condition: None } => Explanation {
+            Route::Login {
+                rule,
+                condition: None,
+            } => Explanation {
                 action: "login",
                 rule: Some(rule.name.clone()),
                 condition: None,
-                reason: format!("rule `{}` (whitelist) governs this host and no condition matches: login required", rule.name),
+                reason: format!(
+                    "rule `{}` (whitelist) governs this host and no condition matches: login required",
+                    rule.name
+                ),
             },
             Route::Default(action) => Explanation {
                 action: match action {
@@ -144,11 +156,8 @@ fn describe_condition(rule: &Rule, index: usize) -> String {
 
 /// Explains the decision for a URL, as `oidc-authz explain` and the admin API show it.
 pub fn explain_url(rules: &RuleSet, url: &str) -> Result<Explanation, String> {
-    let parsed =
-        url::Url::parse(url).map_err(|e| format!("`{url}` is not an absolute URL: {e}"))?;
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| format!("`{url}` has no host"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not an absolute URL: {e}"))?;
+    let host = parsed.host_str().ok_or_else(|| format!("`{url}` has no host"))?;
     let host = crate::rules::normalize::normalize_host(host);
     // Take the path as written, not as `Url` rewrote it (it resolves dot-segments and turns `\`
     // into `/`), so explain sees exactly what Check would see.

@@ -31,14 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            to_response(Reply::page(
-                404,
-                "Not found",
-                "There is nothing here.",
-                None,
-            ))
-        })
+        .fallback(|| async { to_response(Reply::page(404, "Not found", "There is nothing here.", None)) })
         .with_state(app)
 }
 
@@ -108,11 +101,7 @@ fn query_param(query: &Option<String>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn callback(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
+async fn callback(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let rules = app.rules.load();
     let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
         return no_rule();
@@ -128,11 +117,7 @@ async fn callback(
     to_response(reply)
 }
 
-async fn start(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
+async fn start(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let rules = app.rules.load();
     let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
         return no_rule();
@@ -163,11 +148,7 @@ async fn start(
     ))
 }
 
-async fn sign_out(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
+async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let rules = app.rules.load();
     let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
         return no_rule();
@@ -197,10 +178,7 @@ async fn sign_out(
                     q.append_pair("id_token_hint", &s.id_token);
                 }
                 q.append_pair("client_id", &rule.client_id);
-                q.append_pair(
-                    "post_logout_redirect_uri",
-                    rule.post_logout_redirect_url.as_str(),
-                );
+                q.append_pair("post_logout_redirect_uri", rule.post_logout_redirect_url.as_str());
             }
             url
         }
@@ -279,10 +257,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect();
-        to_response(Reply::json(
-            503,
-            json!({"ready": false, "not_ready": rules}),
-        ))
+        to_response(Reply::json(503, json!({"ready": false, "not_ready": rules})))
     }
 }
 

@@ -29,6 +29,8 @@
 //! never panic: bad input becomes a 4xx `Reply`.
 
 pub mod admin_api;
+pub mod admin_grpc;
+pub mod admin_http;
 pub mod app;
 pub mod authorize;
 pub mod check;
@@ -41,7 +43,9 @@ pub mod metrics;
 pub mod oidc;
 pub mod redirect_guard;
 pub mod reply;
+pub mod rule_admin;
 pub mod rule_source;
 pub mod rules;
 pub mod server;
 pub mod session;
+pub mod store;

@@ -92,11 +92,7 @@ pub fn begin(app: &App, rule: &Rule, return_url: &str, cookie_header: &str, now:
         }
     }
     let name = app.sessions.login_cookie_name(&login.state);
-    set.push(attrs.set_cookie(
-        &name,
-        &app.sessions.seal_login(&login),
-        LOGIN_TTL_SECS as i64,
-    ));
+    set.push(attrs.set_cookie(&name, &app.sessions.seal_login(&login), LOGIN_TTL_SECS as i64));
     crate::metrics::bump(&app.metrics.login_redirect);
     Reply::redirect(location.as_str(), set)
 }
@@ -155,10 +151,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
 
     // Find and check the login this callback belongs to.
     let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
-        return bad_state(
-            rule,
-            "The sign-in response has no state. Please sign in again.",
-        );
+        return bad_state(rule, "The sign-in response has no state. Please sign in again.");
     };
     let cookie_name = app.sessions.login_cookie_name(state);
     let login = cookies::get(cookie_header, &cookie_name)
@@ -186,10 +179,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         return r;
     }
     let Some(code) = params.code.as_deref().filter(|c| !c.is_empty()) else {
-        return bad_state(
-            rule,
-            "The sign-in response has no code. Please sign in again.",
-        );
+        return bad_state(rule, "The sign-in response has no code. Please sign in again.");
     };
 
     let Some(provider) = app.providers.get(rule) else {
@@ -245,10 +235,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         r.add_cookies(clear_login);
         return r;
     };
-    let claims = match provider
-        .verify(id_token, rule, Some(&login.nonce), now)
-        .await
-    {
+    let claims = match provider.verify(id_token, rule, Some(&login.nonce), now).await {
         Ok(c) => c,
         Err(TokenError::KeysUnavailable) => {
             let mut r = Reply::page(
@@ -273,12 +260,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         }
     };
     let Some(identity) = Identity::from_claims(&claims) else {
-        let mut r = Reply::page(
-            403,
-            "Sign-in failed",
-            "The ID token has no usable subject.",
-            None,
-        );
+        let mut r = Reply::page(403, "Sign-in failed", "The ID token has no usable subject.", None);
         r.add_cookies(clear_login);
         return r;
     };
@@ -293,12 +275,9 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         expires_at: token::expiry(&claims),
     };
     let present: Vec<&str> = cookies::pairs(cookie_header).map(|(n, _)| n).collect();
-    let mut set = app.sessions.write_session(
-        &session,
-        rule.cookie_domain.as_deref(),
-        present.into_iter(),
-        now,
-    );
+    let mut set =
+        app.sessions
+            .write_session(&session, rule.cookie_domain.as_deref(), present.into_iter(), now);
     set.extend(clear_login);
     tracing::info!(rule = %rule.name, "login completed");
     Reply::redirect(&login.url, set)

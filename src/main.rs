@@ -68,11 +68,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Explain {
-            config,
-            url,
-            method,
-        } => {
+        Command::Explain { config, url, method } => {
             let (_, rules) = match load(&config) {
                 Ok(x) => x,
                 Err(code) => return code,
@@ -81,11 +77,8 @@ fn main() -> ExitCode {
                 Ok(explanation) => {
                     let mut value = serde_json::to_value(&explanation).unwrap_or_default();
                     if explanation.action == "login" {
-                        let browser = oidc_authz::authorize::is_browser_navigation(
-                            &method,
-                            Some("text/html"),
-                            None,
-                        );
+                        let browser =
+                            oidc_authz::authorize::is_browser_navigation(&method, Some("text/html"), None);
                         value["without_credentials"] = serde_json::Value::String(
                             if browser {
                                 "302 to the identity provider (browser navigation)"
@@ -95,10 +88,7 @@ fn main() -> ExitCode {
                             .into(),
                         );
                     }
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&value).unwrap_or_default()
-                    );
+                    println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -117,10 +107,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

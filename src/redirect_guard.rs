@@ -23,8 +23,7 @@ pub fn checked_target(rule: &Rule, base: &Url, rd: &str) -> Option<Url> {
             return None;
         }
         let target = base.join(rd).ok()?;
-        return (target.host_str() == base.host_str() && target.port() == base.port())
-            .then_some(target);
+        return (target.host_str() == base.host_str() && target.port() == base.port()).then_some(target);
     }
     let target = Url::parse(rd).ok()?;
     if target.scheme() != "https" && target.scheme() != "http" {

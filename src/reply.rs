@@ -44,9 +44,7 @@ impl Reply {
     /// A small readable HTML page, with an optional link (`href`, label).
     pub fn page(status: u16, title: &str, message: &str, link: Option<(&str, &str)>) -> Reply {
         let link = link
-            .map(|(href, label)| {
-                format!("<p><a href=\"{}\">{}</a></p>", escape(href), escape(label))
-            })
+            .map(|(href, label)| format!("<p><a href=\"{}\">{}</a></p>", escape(href), escape(label)))
             .unwrap_or_default();
         let body = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
@@ -137,11 +135,7 @@ mod tests {
     #[test]
     fn unauthorized_names_the_realm_and_the_token_error() {
         let r = Reply::unauthorized("corp", Some("expired"));
-        let h = r
-            .headers
-            .iter()
-            .find(|(k, _)| k == "www-authenticate")
-            .unwrap();
+        let h = r.headers.iter().find(|(k, _)| k == "www-authenticate").unwrap();
         assert_eq!(h.1, "Bearer realm=\"corp\", error=\"invalid_token\"");
     }
 }

@@ -1,39 +1,34 @@
-//! Where the running rules come from at start-up: the `rules_store` (a `file:` store holding
-//! `rules:`), or the config file's own `rules` when the store is `inline` or still empty.
-//! Writing to the store, and the Redis store, arrive with the admin API.
+//! The rules to start with: the store's, or, when the store is empty (or `inline`), the config
+//! file's own `rules`. Reads only: `validate` and `explain` never write; `serve` imports the
+//! config's rules into an empty store (see `rule_admin`).
 
-use std::path::Path;
-
-use serde::Deserialize;
-
-use crate::config::{Config, ConfigError, ConfigErrors, RuleConfig, RulesStore};
+use crate::config::{Config, ConfigError, ConfigErrors, RuleConfig};
 use crate::rules::RuleSet;
+use crate::store;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StoreFile {
-    #[serde(default)]
-    rules: Vec<RuleConfig>,
+/// The rule configs to run with, and whether they came from the config file (an empty store).
+pub fn initial_configs(config: &Config) -> Result<(Vec<RuleConfig>, bool), ConfigErrors> {
+    let fail = |file: String, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file,
+            rule: None,
+            field: "rules_store".into(),
+            message,
+        }])
+    };
+    let store = store::open(config).map_err(|e| fail(config.path.display().to_string(), e.to_string()))?;
+    match store.load() {
+        Ok(Some(rules)) => Ok((rules, false)),
+        Ok(None) => Ok((config.rules.clone(), true)),
+        Err(e) => Err(fail(store.describe(), e.to_string())),
+    }
 }
 
-/// The rules to run with, compiled.
+/// The rules to run with, compiled. Errors name the store file when the rules came from it.
 pub fn initial_rules(config: &Config) -> Result<RuleSet, ConfigErrors> {
-    let rules = match &config.rules_store {
-        RulesStore::File(path) if path.exists() => read_store_file(path)?,
-        RulesStore::Redis(_) => {
-            return Err(ConfigErrors(vec![ConfigError {
-                file: config.path.display().to_string(),
-                rule: None,
-                field: "rules_store".into(),
-                message:
-                    "the redis rule store is not supported by this release; use file:PATH or inline"
-                        .into(),
-            }]))
-        }
-        _ => config.rules.clone(),
-    };
-    let file = match &config.rules_store {
-        RulesStore::File(p) if p.exists() => p.display().to_string(),
+    let (rules, from_config) = initial_configs(config)?;
+    let file = match (&config.rules_store, from_config) {
+        (crate::config::RulesStore::File(p), false) => p.display().to_string(),
         _ => config.path.display().to_string(),
     };
     RuleSet::compile(&rules, config.default_action).map_err(|errors| {
@@ -49,23 +44,4 @@ pub fn initial_rules(config: &Config) -> Result<RuleSet, ConfigErrors> {
                 .collect(),
         )
     })
-}
-
-fn read_store_file(path: &Path) -> Result<Vec<RuleConfig>, ConfigErrors> {
-    let file = path.display().to_string();
-    let fail = |message: String| {
-        ConfigErrors(vec![ConfigError {
-            file: file.clone(),
-            rule: None,
-            field: "rules".into(),
-            message,
-        }])
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let store: StoreFile =
-        serde_saphyr::from_str(&text).map_err(|e| fail(format!("not a valid rule store: {e}")))?;
-    Ok(store.rules)
 }

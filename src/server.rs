@@ -1,5 +1,5 @@
-//! `oidc-authz serve`: binds the gRPC and HTTP listeners, starts the providers, and drains
-//! in-flight requests on SIGTERM or Ctrl-C before exiting.
+//! `oidc-authz serve`: opens the rule store, binds the gRPC, HTTP and admin listeners, reloads
+//! rules on store edits and SIGHUP, and drains in-flight requests on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::app::App;
 use crate::check::CheckService;
 use crate::config::{Config, SessionStoreKind};
+use crate::rule_admin::RuleAdmin;
 
 /// Largest gRPC message we accept (a `CheckRequest` with big headers fits easily).
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
@@ -34,34 +35,91 @@ pub enum ServeError {
 pub struct Bound {
     pub grpc: TcpListener,
     pub http: TcpListener,
+    /// Bound only when `server.admin_token` is set.
+    pub admin: Option<TcpListener>,
+}
+
+fn admin_token(config: &Config) -> Option<&str> {
+    config.server.admin_token.as_deref().filter(|t| !t.is_empty())
 }
 
 pub async fn bind(config: &Config) -> Result<Bound, ServeError> {
-    let bind = |addr: SocketAddr| async move {
+    async fn listen(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })
+    }
+    let bad = |f: &str| ServeError::Unsupported(format!("bad {f}"));
+    let grpc = listen(config.server.grpc_addr().ok_or_else(|| bad("grpc_listen"))?).await?;
+    let http = listen(config.server.http_addr().ok_or_else(|| bad("http_listen"))?).await?;
+    let admin = match admin_token(config) {
+        Some(_) => Some(listen(config.server.admin_addr().ok_or_else(|| bad("admin_listen"))?).await?),
+        None => None,
     };
-    let grpc_addr = config
-        .server
-        .grpc_addr()
-        .ok_or_else(|| ServeError::Unsupported("bad grpc_listen".into()))?;
-    let http_addr = config
-        .server
-        .http_addr()
-        .ok_or_else(|| ServeError::Unsupported("bad http_listen".into()))?;
-    Ok(Bound {
-        grpc: bind(grpc_addr).await?,
-        http: bind(http_addr).await?,
+    Ok(Bound { grpc, http, admin })
+}
+
+/// The running state: decisions (`App`) and rule management (`RuleAdmin`) over the store.
+pub struct Services {
+    pub app: Arc<App>,
+    pub admin: Arc<RuleAdmin>,
+    pub admin_token: Option<String>,
+}
+
+/// Opens the rule store (importing the config's rules into an empty one) and builds the state.
+pub fn start(config: &Config) -> Result<Services, ServeError> {
+    let app = App::start(config, crate::rules::RuleSet::empty(config.default_action));
+    let store = crate::store::open(config).map_err(|e| ServeError::Unsupported(e.to_string()))?;
+    let admin = RuleAdmin::start(app.clone(), store, &config.rules, config.default_action)
+        .map_err(|e| ServeError::Unsupported(format!("rules_store: {e}")))?;
+    Ok(Services {
+        app,
+        admin: Arc::new(admin),
+        admin_token: admin_token(config).map(str::to_string),
     })
+}
+
+/// Notices external edits of the store (polling once a second) and SIGHUP, and reloads.
+fn spawn_reloader(admin: Arc<RuleAdmin>, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hup_recv = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup_recv = std::future::pending::<Option<()>>();
+            let force = tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+                _ = hup_recv => true,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let admin = admin.clone();
+            match tokio::task::spawn_blocking(move || admin.reload(force)).await {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "rule store reload failed; keeping the running rules")
+                }
+                Err(e) => tracing::error!(error = %e, "rule store reload failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    });
 }
 
 /// Runs until `shutdown` turns true (or, in `serve`, a signal arrives).
 pub async fn run(
-    app: Arc<App>,
+    services: &Services,
     bound: Bound,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
+    let app = services.app.clone();
+    spawn_reloader(services.admin.clone(), shutdown.clone());
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AuthorizationServer<CheckService>>()
@@ -72,8 +130,8 @@ pub async fn run(
 
     let grpc_addr = bound.grpc.local_addr().ok();
     let http_addr = bound.http.local_addr().ok();
-    let check = AuthorizationServer::new(CheckService::new(app.clone()))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let check =
+        AuthorizationServer::new(CheckService::new(app.clone())).max_decoding_message_size(MAX_GRPC_MESSAGE);
 
     let mut grpc_shutdown = shutdown.clone();
     let grpc = tonic::transport::Server::builder()
@@ -91,11 +149,31 @@ pub async fn run(
     let http = axum::serve(bound.http, router).with_graceful_shutdown(async move {
         let _ = http_shutdown.wait_for(|s| *s).await;
     });
+
+    let admin = async {
+        match (bound.admin, &services.admin_token) {
+            (Some(listener), Some(token)) => {
+                tracing::info!(admin = ?listener.local_addr().ok(), "admin API and console listening");
+                let router = crate::admin_http::router(services.admin.clone(), token);
+                let mut admin_shutdown = shutdown.clone();
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = admin_shutdown.wait_for(|s| *s).await;
+                    })
+                    .await
+            }
+            _ => {
+                tracing::warn!("admin API disabled: set server.admin_token to enable it");
+                Ok(())
+            }
+        }
+    };
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "oidc-authz listening");
 
-    let (g, h) = tokio::join!(grpc, async { http.await });
+    let (g, h, a) = tokio::join!(grpc, async { http.await }, admin);
     g.map_err(|e| ServeError::Listener("gRPC", e.to_string()))?;
     h.map_err(|e| ServeError::Listener("HTTP", e.to_string()))?;
+    a.map_err(|e| ServeError::Listener("admin", e.to_string()))?;
     tracing::info!("drained; bye");
     Ok(())
 }
@@ -108,8 +186,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             config.path.display()
         )));
     }
-    let rules = crate::rule_source::initial_rules(&config)?;
-    let app = App::start(&config, rules);
+    let services = start(&config)?;
     let bound = bind(&config).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -117,7 +194,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tracing::info!("shutting down: draining in-flight requests");
         let _ = tx.send(true);
     });
-    run(app, bound, rx).await
+    run(&services, bound, rx).await
 }
 
 async fn wait_for_signal() {

@@ -67,10 +67,7 @@ fn rule(name: &str, overrides: &str) -> String {
 
 /// A configuration with a valid session and these rules.
 fn config(rules: &[String]) -> String {
-    format!(
-        "session:\n  secrets: [\"{SECRET}\"]\nrules:\n{}",
-        rules.concat()
-    )
+    format!("session:\n  secrets: [\"{SECRET}\"]\nrules:\n{}", rules.concat())
 }
 
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
@@ -100,10 +97,7 @@ fn only_error(text: &str) -> ConfigError {
 
 /// (rule, field) of every error.
 fn locations(text: &str) -> Vec<(Option<String>, String)> {
-    errors(text)
-        .into_iter()
-        .map(|e| (e.rule, e.field))
-        .collect()
+    errors(text).into_iter().map(|e| (e.rule, e.field)).collect()
 }
 
 fn at(rule: Option<&str>, field: &str) -> (Option<String>, String) {
@@ -191,13 +185,8 @@ fn design_env(name: &str) -> Option<String> {
 
 #[test]
 fn design_example_configuration_parses() {
-    let config = Config::parse(
-        DESIGN_EXAMPLE,
-        FILE,
-        Path::new("/etc/oidc-authz"),
-        &design_env,
-    )
-    .unwrap_or_else(|e| panic!("the DESIGN.md example must parse:\n{e}"));
+    let config = Config::parse(DESIGN_EXAMPLE, FILE, Path::new("/etc/oidc-authz"), &design_env)
+        .unwrap_or_else(|e| panic!("the DESIGN.md example must parse:\n{e}"));
 
     assert_eq!(config.server.grpc_addr(), "0.0.0.0:9001".parse().ok());
     assert_eq!(config.server.http_addr(), "0.0.0.0:9002".parse().ok());
@@ -297,8 +286,8 @@ fn env_variables_are_substituted_in_string_values() {
             .to_string(),
         )
     };
-    let config = Config::parse(&text, FILE, Path::new("/etc"), &env)
-        .unwrap_or_else(|e| panic!("should parse:\n{e}"));
+    let config =
+        Config::parse(&text, FILE, Path::new("/etc"), &env).unwrap_or_else(|e| panic!("should parse:\n{e}"));
     let corp = &config.rules[0];
     assert_eq!(corp.client_id, "gateway-eu");
     assert_eq!(corp.client_secret.as_deref(), Some("from-the-environment"));
@@ -313,8 +302,8 @@ fn env_variables_are_substituted_in_string_values() {
 fn session_secret_comes_from_the_environment() {
     let text = "session:\n  secrets: [\"${SESSION_SECRET}\"]\n";
     let env = |name: &str| (name == "SESSION_SECRET").then(|| SECRET.to_string());
-    let config = Config::parse(text, FILE, Path::new("/etc"), &env)
-        .unwrap_or_else(|e| panic!("should parse:\n{e}"));
+    let config =
+        Config::parse(text, FILE, Path::new("/etc"), &env).unwrap_or_else(|e| panic!("should parse:\n{e}"));
     assert_eq!(config.session.secrets, vec![SECRET.to_string()]);
 }
 
@@ -363,12 +352,8 @@ fn client_secret_file_is_read_relative_to_the_config_directory() {
         client_secret_file: secrets/corp.txt
         ",
     )]);
-    let config = Config::parse(&text, FILE, &dir.0, &no_env)
-        .unwrap_or_else(|e| panic!("should parse:\n{e}"));
-    assert_eq!(
-        config.rules[0].client_secret.as_deref(),
-        Some("secret-from-file")
-    );
+    let config = Config::parse(&text, FILE, &dir.0, &no_env).unwrap_or_else(|e| panic!("should parse:\n{e}"));
+    assert_eq!(config.rules[0].client_secret.as_deref(), Some("secret-from-file"));
 }
 
 #[test]
@@ -411,10 +396,7 @@ fn client_secret_and_client_secret_file_together_are_refused() {
 #[test]
 fn rule_without_any_client_secret_is_refused() {
     let found = locations(&config(&[rule("corp", "client_secret: null")]));
-    assert!(
-        found.contains(&at(Some("corp"), "client_secret")),
-        "{found:?}"
-    );
+    assert!(found.contains(&at(Some("corp"), "client_secret")), "{found:?}");
 }
 
 #[test]
@@ -667,10 +649,7 @@ fn errors_in_several_rules_are_all_reported_at_once() {
         at(Some("Delta"), "name"),
         at(Some("Delta"), "scope"),
     ] {
-        assert!(
-            found.contains(&expected),
-            "{expected:?} missing in {found:#?}"
-        );
+        assert!(found.contains(&expected), "{expected:?} missing in {found:#?}");
     }
     assert!(
         !found.iter().any(|(rule, _)| rule.as_deref() == Some("ok")),
@@ -699,10 +678,7 @@ fn error_outside_the_rules_does_not_hide_rule_errors() {
 
 #[test]
 fn every_error_carries_the_file_name() {
-    for e in errors(&format!(
-        "colour: x\n{}",
-        config(&[rule("corp", "issuer: nope")])
-    )) {
+    for e in errors(&format!("colour: x\n{}", config(&[rule("corp", "issuer: nope")]))) {
         assert_eq!(e.file, FILE);
     }
 }
@@ -711,14 +687,8 @@ fn every_error_carries_the_file_name() {
 fn durations_are_written_with_a_unit() {
     let parse_duration = |text: &str| duration_text::deserialize(Value::String(text.into()));
     assert_eq!(parse_duration("30s").ok(), Some(Duration::from_secs(30)));
-    assert_eq!(
-        parse_duration("15m").ok(),
-        Some(Duration::from_secs(15 * 60))
-    );
-    assert_eq!(
-        parse_duration("24h").ok(),
-        Some(Duration::from_secs(24 * 3600))
-    );
+    assert_eq!(parse_duration("15m").ok(), Some(Duration::from_secs(15 * 60)));
+    assert_eq!(parse_duration("24h").ok(), Some(Duration::from_secs(24 * 3600)));
     for bad in ["soon", "24", "h", "-5m", ""] {
         assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
     }
@@ -750,14 +720,7 @@ fn bad_duration_is_an_error_naming_the_field_and_value() {
 #[test]
 fn rule_name_must_be_lowercase_letters_digits_and_dashes() {
     let too_long = "a".repeat(64);
-    for name in [
-        "Corp",
-        "corp_1",
-        "corp.eu",
-        "\"\"",
-        "\"with space\"",
-        &too_long,
-    ] {
+    for name in ["Corp", "corp_1", "corp.eu", "\"\"", "\"with space\"", &too_long] {
         let found = locations(&config(&[rule(name, "")]));
         assert!(
             found.iter().any(|(_, field)| field == "name"),
@@ -799,12 +762,7 @@ fn cookie_domain_must_cover_the_redirect_host() {
     let found = only_error(&config(&[rule("corp", "cookie_domain: .ple.com")]));
     assert_eq!(found.field, "cookie_domain");
 
-    for covering in [
-        ".example.com",
-        "example.com",
-        ".app.example.com",
-        ".EXAMPLE.com",
-    ] {
+    for covering in [".example.com", "example.com", ".app.example.com", ".EXAMPLE.com"] {
         parse_ok(&config(&[rule(
             "corp",
             &format!("cookie_domain: \"{covering}\""),
@@ -827,8 +785,7 @@ fn cookie_domain_must_be_a_domain() {
 fn rules_store_forms_are_understood() {
     let base = Path::new("/etc/oidc-authz");
     let store = |line: &str| {
-        Config::parse(&format!("{line}\n{}", config(&[])), FILE, base, &no_env)
-            .map(|c| c.rules_store)
+        Config::parse(&format!("{line}\n{}", config(&[])), FILE, base, &no_env).map(|c| c.rules_store)
     };
     assert_eq!(store("rules_store: inline").ok(), Some(RulesStore::Inline));
     assert_eq!(
@@ -923,8 +880,7 @@ rules:
     client_secret: 42
     enabled: true
 "#;
-    let config =
-        Config::parse(yaml, "t.yaml", std::path::Path::new("."), &|_| None).expect("valid");
+    let config = Config::parse(yaml, "t.yaml", std::path::Path::new("."), &|_| None).expect("valid");
     assert_eq!(config.rules[0].name, "off");
     assert_eq!(config.rules[0].client_id, "1234567890");
     assert_eq!(config.rules[0].client_secret.as_deref(), Some("42"));
@@ -943,10 +899,8 @@ rules:
     client_id: gw
     client_secret: super-secret-value
 "#;
-    let config =
-        Config::parse(yaml, "t.yaml", std::path::Path::new("."), &|_| None).expect("valid");
-    let rules =
-        crate::rules::RuleSet::compile(&config.rules, config.default_action).expect("compiles");
+    let config = Config::parse(yaml, "t.yaml", std::path::Path::new("."), &|_| None).expect("valid");
+    let rules = crate::rules::RuleSet::compile(&config.rules, config.default_action).expect("compiles");
     let shown = format!("{:?} {:?}", config.rules, rules);
     assert!(!shown.contains("super-secret-value"), "{shown}");
 }

@@ -178,10 +178,7 @@ fn blacklist_rule_passes_unmatched_request_to_default_action() {
 
     let set = rules_with_default("deny", &[blacklist("corp", &["{ path: /admin }"])]);
     assert_eq!(decide(&set, "app.example.com", "/home"), DENY);
-    assert_eq!(
-        decide(&set, "app.example.com", "/admin"),
-        login_by("corp", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/admin"), login_by("corp", 0));
 }
 
 #[test]
@@ -190,10 +187,7 @@ fn blacklist_reports_the_first_matching_condition() {
         "corp",
         &["{ path: /ops }", "{ path: /admin/ }", "{ path: /admin }"],
     )]);
-    assert_eq!(
-        decide(&set, "app.example.com", "/admin/x"),
-        login_by("corp", 1)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/admin/x"), login_by("corp", 1));
     assert_eq!(
         decide(&set, "app.example.com", "/administrator"),
         login_by("corp", 2)
@@ -202,10 +196,7 @@ fn blacklist_reports_the_first_matching_condition() {
 
 #[test]
 fn whitelist_reports_the_first_matching_condition() {
-    let set = rules(&[whitelist(
-        "corp",
-        &["{ path: /static/css }", "{ path: /static }"],
-    )]);
+    let set = rules(&[whitelist("corp", &["{ path: /static/css }", "{ path: /static }"])]);
     assert_eq!(
         decide(&set, "app.example.com", "/static/css/a.css"),
         public("corp", 0)
@@ -231,26 +222,13 @@ fn condition_without_path_matches_every_path_of_its_domain() {
 #[test]
 fn exact_match_is_the_whole_path() {
     let set = rules(&[whitelist("corp", &["{ path: /healthz, match: exact }"])]);
-    assert_eq!(
-        decide(&set, "app.example.com", "/healthz"),
-        public("corp", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/healthz"), public("corp", 0));
     assert_eq!(
         decide(&set, "app.example.com", "/healthz?verbose=1"),
         public("corp", 0)
     );
-    for path in [
-        "/healthz/",
-        "/healthz/x",
-        "/healthzz",
-        "/health",
-        "/x/healthz",
-    ] {
-        assert_eq!(
-            decide(&set, "app.example.com", path),
-            login("corp"),
-            "{path}"
-        );
+    for path in ["/healthz/", "/healthz/x", "/healthzz", "/health", "/x/healthz"] {
+        assert_eq!(decide(&set, "app.example.com", path), login("corp"), "{path}");
     }
 }
 
@@ -258,28 +236,17 @@ fn exact_match_is_the_whole_path() {
 fn prefix_match_is_a_plain_string_prefix() {
     let set = rules(&[whitelist("corp", &["{ path: /public, match: prefix }"])]);
     for path in ["/public", "/public/", "/public/a/b", "/publicity"] {
-        assert_eq!(
-            decide(&set, "app.example.com", path),
-            public("corp", 0),
-            "{path}"
-        );
+        assert_eq!(decide(&set, "app.example.com", path), public("corp", 0), "{path}");
     }
     for path in ["/pub", "/x/public", "/Public"] {
-        assert_eq!(
-            decide(&set, "app.example.com", path),
-            login("corp"),
-            "{path}"
-        );
+        assert_eq!(decide(&set, "app.example.com", path), login("corp"), "{path}");
     }
 }
 
 #[test]
 fn prefix_is_the_default_match() {
     let set = rules(&[whitelist("corp", &["{ path: /public }"])]);
-    assert_eq!(
-        decide(&set, "app.example.com", "/publicity"),
-        public("corp", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/publicity"), public("corp", 0));
 }
 
 #[test]
@@ -329,10 +296,7 @@ fn exact_condition_domain_matches_only_that_host() {
 
 #[test]
 fn wildcard_condition_domain_matches_subdomains_at_any_depth_but_not_the_apex() {
-    let set = rules(&[whitelist(
-        "corp",
-        &["{ domain: \"*.example.com\", path: /pub }"],
-    )]);
+    let set = rules(&[whitelist("corp", &["{ domain: \"*.example.com\", path: /pub }"])]);
     for host in ["a.example.com", "a.b.example.com", "x.y.z.example.com"] {
         assert_eq!(decide(&set, host, "/pub"), public("corp", 0), "{host}");
     }
@@ -396,10 +360,7 @@ fn first_deciding_rule_wins() {
         whitelist("strict", &["{ path: /docs }"]),
         whitelist("lenient", &["{ path: / }"]),
     ]);
-    assert_eq!(
-        decide(&set, "app.example.com", "/docs"),
-        public("strict", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/docs"), public("strict", 0));
     assert_eq!(decide(&set, "app.example.com", "/admin"), login("strict"));
 }
 
@@ -409,14 +370,8 @@ fn blacklist_non_match_falls_through_to_the_next_rule() {
         blacklist("admin", &["{ path: /admin }"]),
         whitelist("corp", &["{ path: /public }"]),
     ]);
-    assert_eq!(
-        decide(&set, "app.example.com", "/admin"),
-        login_by("admin", 0)
-    );
-    assert_eq!(
-        decide(&set, "app.example.com", "/public"),
-        public("corp", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/admin"), login_by("admin", 0));
+    assert_eq!(decide(&set, "app.example.com", "/public"), public("corp", 0));
     assert_eq!(decide(&set, "app.example.com", "/other"), login("corp"));
 }
 
@@ -432,10 +387,7 @@ fn rule_outside_its_domains_falls_through_to_the_next_rule() {
         blacklist("corp", &["{ path: /admin }"]),
     ]);
     assert_eq!(decide(&set, "shop.example.org", "/admin"), login("shop"));
-    assert_eq!(
-        decide(&set, "app.example.com", "/admin"),
-        login_by("corp", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/admin"), login_by("corp", 0));
     assert_eq!(decide(&set, "app.example.com", "/cart"), ALLOW);
 }
 
@@ -446,10 +398,7 @@ fn disabled_rules_are_ignored() {
         blacklist("corp", &["{ path: /admin }"]),
     ]);
     assert_eq!(decide(&set, "app.example.com", "/home"), ALLOW);
-    assert_eq!(
-        decide(&set, "app.example.com", "/admin"),
-        login_by("corp", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/admin"), login_by("corp", 0));
 
     let set = rules_with_default(
         "deny",
@@ -514,10 +463,7 @@ fn callback_comes_before_rules_and_their_domains() {
 #[test]
 fn callback_path_on_another_host_is_an_ordinary_path() {
     let set = rules(&[whitelist("corp", &["{ path: /public }"])]);
-    assert_eq!(
-        decide(&set, "www.example.com", "/oauth2/callback"),
-        login("corp")
-    );
+    assert_eq!(decide(&set, "www.example.com", "/oauth2/callback"), login("corp"));
 }
 
 #[test]
@@ -530,11 +476,7 @@ fn other_paths_on_the_redirect_host_are_not_the_callback() {
         "/",
         "/oauth2",
     ] {
-        assert_eq!(
-            decide(&set, "app.example.com", path),
-            login("corp"),
-            "{path}"
-        );
+        assert_eq!(decide(&set, "app.example.com", path), login("corp"), "{path}");
     }
 }
 
@@ -549,10 +491,7 @@ fn disabled_rule_redirect_url_is_not_a_callback() {
 #[test]
 fn encoded_letter_cannot_bypass_a_blacklist() {
     let set = rules(&[blacklist("corp", &["{ path: /admin, match: exact }"])]);
-    assert_eq!(
-        decide(&set, "app.example.com", "/%61dmin"),
-        login_by("corp", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/%61dmin"), login_by("corp", 0));
     assert_eq!(
         decide(&set, "app.example.com", "/%61%64%6d%69%6e"),
         login_by("corp", 0)
@@ -586,16 +525,8 @@ fn dot_segments_cannot_bypass_a_blacklist() {
 #[test]
 fn dot_segments_cannot_climb_out_of_a_public_prefix() {
     let set = rules(&[whitelist("corp", &["{ path: /public/ }"])]);
-    for path in [
-        "/public/../admin",
-        "/public/%2e%2e/admin",
-        "/public/./../admin",
-    ] {
-        assert_eq!(
-            decide(&set, "app.example.com", path),
-            login("corp"),
-            "{path}"
-        );
+    for path in ["/public/../admin", "/public/%2e%2e/admin", "/public/./../admin"] {
+        assert_eq!(decide(&set, "app.example.com", path), login("corp"), "{path}");
     }
     assert_eq!(
         decide(&set, "app.example.com", "/public/x/../y"),
@@ -608,10 +539,7 @@ fn paths_are_case_sensitive() {
     let set = rules(&[blacklist("corp", &["{ path: /admin, match: exact }"])]);
     assert_eq!(decide(&set, "app.example.com", "/ADMIN"), ALLOW);
     assert_eq!(decide(&set, "app.example.com", "/%41dmin"), ALLOW);
-    assert_eq!(
-        decide(&set, "app.example.com", "/admin"),
-        login_by("corp", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/admin"), login_by("corp", 0));
 }
 
 #[test]
@@ -628,26 +556,14 @@ fn host_case_and_port_cannot_bypass_a_condition_domain() {
         "Admin.Example.COM:8443",
         "admin.example.com.",
     ] {
-        assert_eq!(
-            decide(&set, authority, "/"),
-            login_by("corp", 0),
-            "{authority}"
-        );
+        assert_eq!(decide(&set, authority, "/"), login_by("corp", 0), "{authority}");
     }
-    assert_eq!(
-        decide(&set, "a.example.com:8443", "/x"),
-        login_by("corp", 1)
-    );
+    assert_eq!(decide(&set, "a.example.com:8443", "/x"), login_by("corp", 1));
 }
 
 #[test]
 fn host_case_and_port_cannot_bypass_rule_domains() {
-    let set = rules(&[rule_with(
-        "corp",
-        "whitelist",
-        &[],
-        "domains: [app.example.com]",
-    )]);
+    let set = rules(&[rule_with("corp", "whitelist", &[], "domains: [app.example.com]")]);
     assert_eq!(decide(&set, "APP.EXAMPLE.COM:8443", "/"), login("corp"));
 }
 
@@ -664,21 +580,10 @@ fn encoded_slash_is_never_public_through_a_whitelist() {
         "/public/a%5Cb",
         "/public/a\\b",
     ] {
-        assert_eq!(
-            decide(&set, "app.example.com", path),
-            login("corp"),
-            "{path}"
-        );
-        assert_eq!(
-            decide(&set, "static.example.com", path),
-            login("corp"),
-            "{path}"
-        );
+        assert_eq!(decide(&set, "app.example.com", path), login("corp"), "{path}");
+        assert_eq!(decide(&set, "static.example.com", path), login("corp"), "{path}");
     }
-    assert_eq!(
-        decide(&set, "app.example.com", "/public/ab"),
-        public("corp", 0)
-    );
+    assert_eq!(decide(&set, "app.example.com", "/public/ab"), public("corp", 0));
 }
 
 #[test]
@@ -712,10 +617,7 @@ fn blacklist_sees_encoded_separators_decoded() {
 
 #[test]
 fn blacklist_regex_sees_encoded_separators_decoded() {
-    let set = rules(&[blacklist(
-        "corp",
-        &["{ path: \"/admin/.*\", match: regex }"],
-    )]);
+    let set = rules(&[blacklist("corp", &["{ path: \"/admin/.*\", match: regex }"])]);
     assert_eq!(
         decide(&set, "app.example.com", "/admin%2Fusers"),
         login_by("corp", 0)
@@ -793,8 +695,7 @@ fn explanation_json_has_action_rule_condition_and_reason() {
     assert_eq!(value["condition"], json!(0));
     assert!(value["reason"].as_str().is_some_and(|r| !r.is_empty()));
 
-    let value =
-        serde_json::to_value(explain_at(&rules_with_default("deny", &[]), "h", "/")).expect("json");
+    let value = serde_json::to_value(explain_at(&rules_with_default("deny", &[]), "h", "/")).expect("json");
     assert_eq!(value["action"], json!("deny"));
     assert_eq!(value["rule"], json!(null));
     assert_eq!(value["condition"], json!(null));
@@ -832,12 +733,7 @@ fn explain_url_never_shows_an_encoded_slash_as_public() {
 #[test]
 fn explain_url_refuses_what_is_not_an_absolute_url_with_a_host() {
     let set = rules(&[]);
-    for url in [
-        "/relative/path",
-        "not a url",
-        "mailto:someone@example.com",
-        "",
-    ] {
+    for url in ["/relative/path", "not a url", "mailto:someone@example.com", ""] {
         assert!(explain_url(&set, url).is_err(), "{url:?}");
     }
 }
@@ -854,10 +750,7 @@ fn blacklist_path_with_non_ascii_or_space_cannot_be_bypassed_by_percent_encoding
     ] {
         let text = format!(
             "session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules:\n{}",
-            blacklist(
-                "corp",
-                &[&format!("{{ path: \"{written}\", match: prefix }}")]
-            )
+            blacklist("corp", &[&format!("{{ path: \"{written}\", match: prefix }}")])
         );
         match Config::parse(&text, "decision.yaml", Path::new("/etc"), &|_| None) {
             Err(ConfigErrors(errors)) => assert!(
@@ -867,8 +760,7 @@ fn blacklist_path_with_non_ascii_or_space_cannot_be_bypassed_by_percent_encoding
                 "{written}: {errors:?}"
             ),
             Ok(config) => {
-                let set =
-                    RuleSet::compile(&config.rules, config.default_action).expect("rules compile");
+                let set = RuleSet::compile(&config.rules, config.default_action).expect("rules compile");
                 assert_eq!(
                     decide(&set, "app.example.com", sent),
                     login_by("corp", 0),

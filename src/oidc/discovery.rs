@@ -25,7 +25,9 @@ pub struct Metadata {
 pub enum DiscoveryError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error("discovery says issuer `{found}`, but the rule's issuer is `{expected}` (they must match exactly)")]
+    #[error(
+        "discovery says issuer `{found}`, but the rule's issuer is `{expected}` (they must match exactly)"
+    )]
     IssuerMismatch { expected: String, found: String },
     #[error("discovery document field `{0}` is not an http(s) URL")]
     BadEndpoint(&'static str),

@@ -53,11 +53,7 @@ pub async fn exchange_code(
         .header("accept", "application/json");
     match meta.client_auth() {
         ClientAuth::Basic => {
-            let creds = format!(
-                "{}:{}",
-                form_encode(x.client_id),
-                form_encode(x.client_secret)
-            );
+            let creds = format!("{}:{}", form_encode(x.client_id), form_encode(x.client_secret));
             req = req.header("authorization", format!("Basic {}", STANDARD.encode(creds)));
         }
         ClientAuth::Post => {

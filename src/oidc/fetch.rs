@@ -11,11 +11,7 @@ pub enum FetchError {
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("{url} answered HTTP {status}")]
-    Status {
-        url: String,
-        status: u16,
-        body: String,
-    },
+    Status { url: String, status: u16, body: String },
     #[error("{url} answered more than {MAX_BODY} bytes")]
     TooLarge { url: String },
     #[error("{url} answered something that is not the expected JSON: {reason}")]

@@ -47,10 +47,7 @@ impl KeySet {
             .take(MAX_KEYS)
             .filter_map(|item| {
                 let jwk: Jwk = serde_json::from_value(item).ok()?;
-                if matches!(
-                    jwk.algorithm,
-                    jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
-                ) {
+                if matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)) {
                     return None;
                 }
                 if matches!(
@@ -140,8 +137,7 @@ impl KeyCache {
     }
 
     async fn fetch(&self, http: &reqwest::Client, jwks_uri: &str) -> Result<(), FetchError> {
-        self.fetches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let doc: serde_json::Value = fetch::json(http.get(jwks_uri), jwks_uri).await?;
         let set = KeySet::from_json(&doc);
         if set.keys.is_empty() {

@@ -88,16 +88,13 @@ impl Provider {
         let metadata = discovery::fetch(&self.http, &self.discovery_url, &self.issuer)
             .await
             .map_err(|e| e.to_string())?;
-        let algorithms =
-            token::accepted_algorithms(&metadata.id_token_signing_alg_values_supported);
+        let algorithms = token::accepted_algorithms(&metadata.id_token_signing_alg_values_supported);
         if algorithms.is_empty() {
             return Err("the provider advertises no asymmetric signing algorithm".into());
         }
         let jwks_uri = metadata.jwks_uri.clone();
-        self.discovered.store(Some(Arc::new(Discovered {
-            metadata,
-            algorithms,
-        })));
+        self.discovered
+            .store(Some(Arc::new(Discovered { metadata, algorithms })));
         self.keys
             .refresh(&self.http, &jwks_uri)
             .await
@@ -139,17 +136,11 @@ impl Provider {
         let expect = Expect {
             issuer: &self.issuer,
             client_id: &rule.client_id,
-            extra_audiences: if nonce.is_none() {
-                &rule.audiences
-            } else {
-                &[]
-            },
+            extra_audiences: if nonce.is_none() { &rule.audiences } else { &[] },
             nonce,
             now,
         };
-        let cache_key: Option<[u8; 32]> = nonce
-            .is_none()
-            .then(|| Sha256::digest(token.as_bytes()).into());
+        let cache_key: Option<[u8; 32]> = nonce.is_none().then(|| Sha256::digest(token.as_bytes()).into());
         if let Some(k) = &cache_key {
             if let Some(claims) = self.verified.get(k).await {
                 // The audience depends on the rule, and time has moved on: re-check the claims.

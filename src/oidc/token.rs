@@ -205,12 +205,7 @@ pub fn check_claims(claims: &Map<String, Value>, expect: &Expect<'_>) -> Result<
         }
     }
 
-    let number = |k: &str| {
-        claims
-            .get(k)
-            .and_then(Value::as_f64)
-            .map(|f| f.max(0.0) as u64)
-    };
+    let number = |k: &str| claims.get(k).and_then(Value::as_f64).map(|f| f.max(0.0) as u64);
     let exp = number("exp").ok_or(TokenError::MissingClaim("exp"))?;
     if expect.now >= exp.saturating_add(SKEW_SECS) {
         return Err(TokenError::Expired);
@@ -230,10 +225,7 @@ pub fn check_claims(claims: &Map<String, Value>, expect: &Expect<'_>) -> Result<
             .get("nonce")
             .and_then(Value::as_str)
             .ok_or(TokenError::Nonce)?;
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            found.as_bytes(),
-            nonce.as_bytes(),
-        )) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(found.as_bytes(), nonce.as_bytes())) {
             return Err(TokenError::Nonce);
         }
     }
@@ -277,16 +269,11 @@ mod tests {
     #[test]
     fn claims_pass_within_skew_and_fail_outside() {
         let now = 1_000_000;
-        let ok = claims(
-            json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now + 10, "iat": now + 30}),
-        );
+        let ok =
+            claims(json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now + 10, "iat": now + 30}));
         assert_eq!(check_claims(&ok, &expect(now)), Ok(()));
-        let expired =
-            claims(json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now - 61}));
-        assert_eq!(
-            check_claims(&expired, &expect(now)),
-            Err(TokenError::Expired)
-        );
+        let expired = claims(json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now - 61}));
+        assert_eq!(check_claims(&expired, &expect(now)), Err(TokenError::Expired));
         let future = claims(
             json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now + 999, "iat": now + 120}),
         );
@@ -297,18 +284,13 @@ mod tests {
         let nbf = claims(
             json!({"iss": "https://idp", "sub": "u", "aud": "gw", "exp": now + 999, "nbf": now + 120}),
         );
-        assert_eq!(
-            check_claims(&nbf, &expect(now)),
-            Err(TokenError::NotYetValid)
-        );
+        assert_eq!(check_claims(&nbf, &expect(now)), Err(TokenError::NotYetValid));
     }
 
     #[test]
     fn several_audiences_require_our_azp() {
         let now = 1_000_000;
-        let c = claims(
-            json!({"iss": "https://idp", "sub": "u", "aud": ["gw", "other"], "exp": now + 10}),
-        );
+        let c = claims(json!({"iss": "https://idp", "sub": "u", "aud": ["gw", "other"], "exp": now + 10}));
         assert_eq!(
             check_claims(&c, &expect(now)),
             Err(TokenError::MissingClaim("azp"))
@@ -316,10 +298,7 @@ mod tests {
         let c = claims(
             json!({"iss": "https://idp", "sub": "u", "aud": ["gw", "other"], "azp": "other", "exp": now + 10}),
         );
-        assert_eq!(
-            check_claims(&c, &expect(now)),
-            Err(TokenError::AuthorizedParty)
-        );
+        assert_eq!(check_claims(&c, &expect(now)), Err(TokenError::AuthorizedParty));
         let c = claims(
             json!({"iss": "https://idp", "sub": "u", "aud": ["gw", "other"], "azp": "gw", "exp": now + 10}),
         );
@@ -329,10 +308,7 @@ mod tests {
     #[test]
     fn issuer_must_match_byte_for_byte() {
         let c = claims(json!({"iss": "https://idp/", "sub": "u", "aud": "gw", "exp": 2_000_000}));
-        assert_eq!(
-            check_claims(&c, &expect(1_000_000)),
-            Err(TokenError::Issuer)
-        );
+        assert_eq!(check_claims(&c, &expect(1_000_000)), Err(TokenError::Issuer));
     }
 
     #[test]

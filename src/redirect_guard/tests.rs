@@ -7,9 +7,8 @@ use crate::rules::RuleSet;
 
 /// One rule, read through the real configuration schema. `overrides` are YAML lines of the rule.
 fn rule(overrides: &str) -> Arc<Rule> {
-    let mut text = String::from(
-        "session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules:\n  - name: corp\n",
-    );
+    let mut text =
+        String::from("session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules:\n  - name: corp\n");
     let overrides: Vec<&str> = overrides
         .lines()
         .map(str::trim)
@@ -72,10 +71,7 @@ fn relative_path_goes_to_the_request_host() {
         target(&rule, "/dashboard?tab=1#top").as_deref(),
         Some("https://app.example.com/dashboard?tab=1#top")
     );
-    assert_eq!(
-        target(&rule, "/").as_deref(),
-        Some("https://app.example.com/")
-    );
+    assert_eq!(target(&rule, "/").as_deref(), Some("https://app.example.com/"));
 }
 
 #[test]
@@ -83,9 +79,7 @@ fn relative_path_keeps_the_request_port() {
     let rule = with_cookie_domain();
     let base = Url::parse("https://app.example.com:8443/oauth2/start").expect("base URL");
     assert_eq!(
-        checked_target(&rule, &base, "/x")
-            .map(String::from)
-            .as_deref(),
+        checked_target(&rule, &base, "/x").map(String::from).as_deref(),
         Some("https://app.example.com:8443/x")
     );
 }

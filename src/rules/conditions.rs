@@ -53,11 +53,7 @@ pub struct ConditionError {
 
 impl fmt::Display for ConditionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "condition {} ({}): {}",
-            self.index, self.field, self.message
-        )
+        write!(f, "condition {} ({}): {}", self.index, self.field, self.message)
     }
 }
 
@@ -110,9 +106,7 @@ impl ConditionIndex {
             let bucket = match domain {
                 None | Some(DomainPattern::Any) => &mut any_domain,
                 Some(DomainPattern::Exact(host)) => exact_domains.entry(host).or_default(),
-                Some(DomainPattern::Wildcard(suffix)) => {
-                    wildcard_domains.entry(suffix).or_default()
-                }
+                Some(DomainPattern::Wildcard(suffix)) => wildcard_domains.entry(suffix).or_default(),
             };
             bucket.add(index, path);
         }
@@ -271,8 +265,7 @@ impl BucketBuilder {
         let regexes = match self.regexes.first() {
             None => None,
             Some(&(first, _)) => {
-                let (indices, patterns): (Vec<usize>, Vec<String>) =
-                    self.regexes.into_iter().unzip();
+                let (indices, patterns): (Vec<usize>, Vec<String>) = self.regexes.into_iter().unzip();
                 // Each pattern alone fits REGEX_SIZE_LIMIT, so their sum bounds the set.
                 let set = RegexSetBuilder::new(&patterns)
                     .size_limit(REGEX_SIZE_LIMIT.saturating_mul(patterns.len()))
@@ -280,9 +273,7 @@ impl BucketBuilder {
                     .map_err(|error| ConditionError {
                         index: first,
                         field: "path",
-                        message: format!(
-                            "regex conditions of this domain do not compile together: {error}"
-                        ),
+                        message: format!("regex conditions of this domain do not compile together: {error}"),
                     })?;
                 Some(RegexConditions {
                     set,
@@ -457,11 +448,7 @@ mod tests {
     use super::*;
     use crate::rules::normalize::{normalize_host, RequestPath};
 
-    fn cond<'a>(
-        domain: Option<&'a str>,
-        path: Option<&'a str>,
-        path_match: PathMatch,
-    ) -> ConditionSpec<'a> {
+    fn cond<'a>(domain: Option<&'a str>, path: Option<&'a str>, path_match: PathMatch) -> ConditionSpec<'a> {
         ConditionSpec {
             domain,
             path,
@@ -745,11 +732,7 @@ mod tests {
             panic!("should be rejected")
         };
         assert_eq!(errors.len(), 1);
-        assert!(
-            errors[0].message.contains("unclosed"),
-            "{}",
-            errors[0].message
-        );
+        assert!(errors[0].message.contains("unclosed"), "{}", errors[0].message);
         assert_eq!(
             errors[0].to_string().split(':').next(),
             Some("condition 0 (path)")
@@ -766,14 +749,7 @@ mod tests {
 
     #[test]
     fn non_canonical_config_path_is_rejected() {
-        for path in [
-            "//admin",
-            "/a/../admin",
-            "/%61dmin",
-            "/a%2fb",
-            "/a?x",
-            "/a#f",
-        ] {
+        for path in ["//admin", "/a/../admin", "/%61dmin", "/a%2fb", "/a?x", "/a#f"] {
             assert_eq!(
                 errors(&[cond(None, Some(path), PathMatch::Exact)]),
                 vec![(0, "path")],
@@ -844,23 +820,13 @@ mod tests {
     #[test]
     fn ten_thousand_conditions_answer_correctly() {
         let domains: Vec<String> = (0..2_500).map(|i| format!("svc{i}.example.com")).collect();
-        let wildcards: Vec<String> = (0..2_500)
-            .map(|i| format!("*.zone{i}.example.com"))
-            .collect();
+        let wildcards: Vec<String> = (0..2_500).map(|i| format!("*.zone{i}.example.com")).collect();
         let prefixes: Vec<String> = (0..2_500).map(|i| format!("/api/{i}/")).collect();
         let exacts: Vec<String> = (0..2_500).map(|i| format!("/exact/{i}")).collect();
         let mut specs = Vec::new();
         for i in 0..2_500 {
-            specs.push(cond(
-                Some(&domains[i]),
-                Some(&prefixes[i]),
-                PathMatch::Prefix,
-            ));
-            specs.push(cond(
-                Some(&wildcards[i]),
-                Some(&exacts[i]),
-                PathMatch::Exact,
-            ));
+            specs.push(cond(Some(&domains[i]), Some(&prefixes[i]), PathMatch::Prefix));
+            specs.push(cond(Some(&wildcards[i]), Some(&exacts[i]), PathMatch::Exact));
             specs.push(cond(None, Some(&exacts[i]), PathMatch::Exact));
             specs.push(cond(None, Some(&prefixes[i]), PathMatch::Prefix));
         }
@@ -873,10 +839,7 @@ mod tests {
             index.first_match("a.b.zone42.example.com", "/exact/42"),
             Some(169)
         );
-        assert_eq!(
-            index.first_match("zone42.example.com", "/exact/42"),
-            Some(170)
-        );
+        assert_eq!(index.first_match("zone42.example.com", "/exact/42"), Some(170));
         assert_eq!(index.first_match("other.com", "/exact/2499"), Some(9_998));
         assert_eq!(index.first_match("other.com", "/api/2499/"), Some(9_999));
         assert_eq!(
@@ -928,21 +891,9 @@ mod tests {
                     let domain = domains[rng.below(domains.len())];
                     match rng.below(4) {
                         0 => cond(domain, None, PathMatch::Prefix),
-                        1 => cond(
-                            domain,
-                            Some(paths[rng.below(paths.len())]),
-                            PathMatch::Exact,
-                        ),
-                        2 => cond(
-                            domain,
-                            Some(paths[rng.below(paths.len())]),
-                            PathMatch::Prefix,
-                        ),
-                        _ => cond(
-                            domain,
-                            Some(regexes[rng.below(regexes.len())]),
-                            PathMatch::Regex,
-                        ),
+                        1 => cond(domain, Some(paths[rng.below(paths.len())]), PathMatch::Exact),
+                        2 => cond(domain, Some(paths[rng.below(paths.len())]), PathMatch::Prefix),
+                        _ => cond(domain, Some(regexes[rng.below(regexes.len())]), PathMatch::Regex),
                     }
                 })
                 .collect();
@@ -950,11 +901,7 @@ mod tests {
             for host in hosts {
                 for path in paths.iter().chain(["/a/b/c/d", "/abc", "/zzz"].iter()) {
                     let expected = specs.iter().position(|spec| linear_match(spec, host, path));
-                    assert_eq!(
-                        index.first_match(host, path),
-                        expected,
-                        "{host} {path} {specs:?}"
-                    );
+                    assert_eq!(index.first_match(host, path), expected, "{host} {path} {specs:?}");
                 }
             }
         }

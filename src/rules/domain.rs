@@ -71,9 +71,7 @@ fn check_name(name: &str) -> Result<(), String> {
             '[' | ']' => "IP-literal addresses in brackets are not supported".into(),
             c if c.is_whitespace() => "must not contain whitespace".into(),
             c if !c.is_ascii() => {
-                format!(
-                    "invalid character {c:?}: write internationalized names in punycode (xn--…)"
-                )
+                format!("invalid character {c:?}: write internationalized names in punycode (xn--…)")
             }
             c => format!("invalid character {c:?}: allowed are letters, digits, '-' and '.'"),
         });

@@ -137,10 +137,7 @@ impl RuleSet {
     }
 
     /// Compiles every rule, reporting every problem.
-    pub fn compile(
-        configs: &[RuleConfig],
-        default_action: DefaultAction,
-    ) -> Result<RuleSet, Vec<RuleError>> {
+    pub fn compile(configs: &[RuleConfig], default_action: DefaultAction) -> Result<RuleSet, Vec<RuleError>> {
         let mut errors = Vec::new();
         let mut rules = Vec::with_capacity(configs.len());
         let mut names = std::collections::HashSet::new();
@@ -291,9 +288,7 @@ fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
     }
     let discovery_url = match &c.discovery_url {
         Some(text) => match Url::parse(text) {
-            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => {
-                Some(u)
-            }
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => Some(u),
             _ => {
                 err("discovery_url", format!("`{text}` is not an http(s) URL"));
                 None
@@ -312,10 +307,7 @@ fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
         (Some(s), _) if !s.is_empty() => Some(Secret(s.clone())),
         (None, Some(_)) => None, // the loader resolves the file; an unresolved one was reported there
         _ => {
-            err(
-                "client_secret",
-                "is required (or client_secret_file)".into(),
-            );
+            err("client_secret", "is required (or client_secret_file)".into());
             None
         }
     };
@@ -340,16 +332,8 @@ fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
     };
 
     let mut scopes: Vec<&str> = vec!["openid"];
-    for s in c
-        .scope
-        .split([';', ' '])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
+    for s in c.scope.split([';', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+        if !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
             err("scope", format!("`{s}` is not a valid scope token"));
         } else if !scopes.contains(&s) {
             scopes.push(s);
@@ -471,11 +455,7 @@ fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
 
 fn lower_allowed(a: &AllowedConfig) -> Allowed {
     Allowed {
-        emails: a
-            .emails
-            .iter()
-            .map(|e| e.trim().to_ascii_lowercase())
-            .collect(),
+        emails: a.emails.iter().map(|e| e.trim().to_ascii_lowercase()).collect(),
         email_domains: a
             .email_domains
             .iter()

@@ -117,19 +117,14 @@ fn empty_rule_set_has_no_rules_and_keeps_its_default_action() {
 fn callback_rule_is_the_enabled_rule_whose_redirect_url_is_on_the_host() {
     let set = ruleset(&[
         rule("app", ""),
-        rule(
-            "admin",
-            "redirect_url: https://admin.example.com/oauth2/callback",
-        ),
+        rule("admin", "redirect_url: https://admin.example.com/oauth2/callback"),
     ]);
     assert_eq!(
-        set.callback_rule("admin.example.com")
-            .map(|r| r.name.as_str()),
+        set.callback_rule("admin.example.com").map(|r| r.name.as_str()),
         Some("admin")
     );
     assert_eq!(
-        set.callback_rule("app.example.com")
-            .map(|r| r.name.as_str()),
+        set.callback_rule("app.example.com").map(|r| r.name.as_str()),
         Some("app")
     );
     assert!(set.callback_rule("other.example.com").is_none());
@@ -142,8 +137,7 @@ fn callback_rule_ignores_disabled_rules() {
 
     let set = ruleset(&[rule("disabled", "enabled: false"), rule("active", "")]);
     assert_eq!(
-        set.callback_rule("app.example.com")
-            .map(|r| r.name.as_str()),
+        set.callback_rule("app.example.com").map(|r| r.name.as_str()),
         Some("active")
     );
 }
@@ -152,8 +146,7 @@ fn callback_rule_ignores_disabled_rules() {
 fn callback_rule_is_the_first_of_rules_sharing_a_redirect_host() {
     let set = ruleset(&[rule("first", ""), rule("second", "")]);
     assert_eq!(
-        set.callback_rule("app.example.com")
-            .map(|r| r.name.as_str()),
+        set.callback_rule("app.example.com").map(|r| r.name.as_str()),
         Some("first")
     );
 }
@@ -171,8 +164,7 @@ fn endpoint_rule_prefers_the_redirect_host_over_an_earlier_domains_match() {
         rule("app", "domains: [app.example.com]"),
     ]);
     assert_eq!(
-        set.endpoint_rule("app.example.com")
-            .map(|r| r.name.as_str()),
+        set.endpoint_rule("app.example.com").map(|r| r.name.as_str()),
         Some("app")
     );
 }
@@ -219,8 +211,7 @@ fn endpoint_rule_skips_disabled_rules() {
         ),
     ]);
     assert_eq!(
-        set.endpoint_rule("app.example.com")
-            .map(|r| r.name.as_str()),
+        set.endpoint_rule("app.example.com").map(|r| r.name.as_str()),
         Some("active")
     );
 }
@@ -291,13 +282,7 @@ fn cookie_domain_covers_its_apex_and_every_subdomain() {
     for host in ["example.com", "app.example.com", "a.b.example.com"] {
         assert!(rule.cookie_domain_covers(host), "{host}");
     }
-    for host in [
-        "badexample.com",
-        "example.com.evil.com",
-        "example.org",
-        "com",
-        "",
-    ] {
+    for host in ["badexample.com", "example.com.evil.com", "example.org", "com", ""] {
         assert!(!rule.cookie_domain_covers(host), "{host}");
     }
 }
@@ -312,15 +297,11 @@ fn without_cookie_domain_no_host_is_covered() {
 #[test]
 fn cookie_domain_is_held_lowercase_with_a_leading_dot() {
     assert_eq!(
-        single("cookie_domain: Example.COM")
-            .cookie_domain
-            .as_deref(),
+        single("cookie_domain: Example.COM").cookie_domain.as_deref(),
         Some(".example.com")
     );
     assert_eq!(
-        single("cookie_domain: .example.com")
-            .cookie_domain
-            .as_deref(),
+        single("cookie_domain: .example.com").cookie_domain.as_deref(),
         Some(".example.com")
     );
 }
@@ -349,8 +330,7 @@ fn discovery_url_defaults_to_the_issuer_well_known_document() {
 
 #[test]
 fn discovery_url_may_point_elsewhere_while_the_issuer_stays() {
-    let rule =
-        single("discovery_url: http://keycloak:8080/realms/corp/.well-known/openid-configuration");
+    let rule = single("discovery_url: http://keycloak:8080/realms/corp/.well-known/openid-configuration");
     assert_eq!(
         rule.discovery_url.as_str(),
         "http://keycloak:8080/realms/corp/.well-known/openid-configuration"
@@ -468,10 +448,7 @@ fn redirect_url_with_query_or_fragment_is_refused() {
         let mut configs = configs(&[rule("corp", "")]);
         configs[0].redirect_url = url.into();
         let errors = RuleSet::compile(&configs, DefaultAction::Allow).expect_err(url);
-        assert!(
-            errors.iter().all(|e| e.field == "redirect_url"),
-            "{errors:?}"
-        );
+        assert!(errors.iter().all(|e| e.field == "redirect_url"), "{errors:?}");
     }
 }
 
@@ -482,10 +459,7 @@ fn rule_error_display_names_rule_and_field() {
         field: "issuer".into(),
         message: "is not a URL".into(),
     };
-    assert_eq!(
-        e.to_string(),
-        "rule \"corp\": field \"issuer\": is not a URL"
-    );
+    assert_eq!(e.to_string(), "rule \"corp\": field \"issuer\": is not a URL");
 }
 
 #[test]

@@ -143,11 +143,7 @@ impl CookieAttrs {
             // Sealed values are base64url, so any byte index is a char boundary.
             for (i, chunk) in value.as_bytes().chunks(CHUNK_SIZE).enumerate() {
                 let name = chunk_name(base, i + 1);
-                out.push(self.set_cookie(
-                    &name,
-                    std::str::from_utf8(chunk).unwrap_or_default(),
-                    max_age,
-                ));
+                out.push(self.set_cookie(&name, std::str::from_utf8(chunk).unwrap_or_default(), max_age));
                 written.push(name);
             }
         }
@@ -160,11 +156,7 @@ impl CookieAttrs {
     }
 
     /// Deletes the session cookie in every form the browser holds.
-    pub fn delete_chunked<'a>(
-        &self,
-        base: &str,
-        present: impl Iterator<Item = &'a str>,
-    ) -> Vec<String> {
+    pub fn delete_chunked<'a>(&self, base: &str, present: impl Iterator<Item = &'a str>) -> Vec<String> {
         let mut out = vec![self.delete(base)];
         for name in present {
             if is_session_cookie(name, base) && name != base {

@@ -82,9 +82,7 @@ impl SessionCodec {
         let sealed = cookies::get_chunked(cookie_header, &self.cookie_name)?;
         let plain = self.sealer.open(Purpose::Session, &sealed)?;
         let session: Session = serde_json::from_slice(&plain).ok()?;
-        if now >= session.created_at.saturating_add(self.max_lifetime_secs)
-            || session.created_at > now + 60
-        {
+        if now >= session.created_at.saturating_add(self.max_lifetime_secs) || session.created_at > now + 60 {
             return None;
         }
         Some(session)
@@ -116,8 +114,7 @@ impl SessionCodec {
         domain: Option<&str>,
         present: impl Iterator<Item = &'a str>,
     ) -> Vec<String> {
-        self.attrs(domain)
-            .delete_chunked(&self.cookie_name, present)
+        self.attrs(domain).delete_chunked(&self.cookie_name, present)
     }
 
     /// The cookie name of a login with this state.
@@ -137,11 +134,7 @@ impl SessionCodec {
     }
 
     /// Pending logins in a `cookie` header: (cookie name, state), unexpired ones only.
-    pub fn pending_logins<'h>(
-        &self,
-        cookie_header: &'h str,
-        now: u64,
-    ) -> Vec<(&'h str, Option<LoginState>)> {
+    pub fn pending_logins<'h>(&self, cookie_header: &'h str, now: u64) -> Vec<(&'h str, Option<LoginState>)> {
         let prefix = cookies::login_prefix(&self.cookie_name);
         cookies::pairs(cookie_header)
             .filter(|(n, _)| n.starts_with(&prefix))
@@ -200,16 +193,8 @@ mod tests {
     #[test]
     fn session_round_trips_through_its_cookie() {
         let c = codec(3600);
-        let lines = c.write_session(
-            &session(1000),
-            Some(".example.com"),
-            std::iter::empty(),
-            1000,
-        );
-        assert_eq!(
-            c.read_session(&header_of(&lines), 1001),
-            Some(session(1000))
-        );
+        let lines = c.write_session(&session(1000), Some(".example.com"), std::iter::empty(), 1000);
+        assert_eq!(c.read_session(&header_of(&lines), 1001), Some(session(1000)));
     }
 
     #[test]

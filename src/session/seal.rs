@@ -128,9 +128,7 @@ mod tests {
         let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(s
-            .open(Purpose::Session, &URL_SAFE_NO_PAD.encode(bytes))
-            .is_none());
+        assert!(s.open(Purpose::Session, &URL_SAFE_NO_PAD.encode(bytes)).is_none());
         assert!(s.open(Purpose::Session, &t[..t.len() - 2]).is_none());
         assert!(s.open(Purpose::Session, "garbage!*").is_none());
         assert!(s.open(Purpose::Session, "").is_none());
@@ -153,10 +151,7 @@ mod tests {
     fn rotation_new_secret_seals_old_secret_still_opens() {
         let old = Sealer::new(&[A]).seal(Purpose::Session, b"old");
         let rotated = Sealer::new(&[B, A]);
-        assert_eq!(
-            rotated.open(Purpose::Session, &old).as_deref(),
-            Some(&b"old"[..])
-        );
+        assert_eq!(rotated.open(Purpose::Session, &old).as_deref(), Some(&b"old"[..]));
         let new = rotated.seal(Purpose::Session, b"new");
         assert!(Sealer::new(&[A]).open(Purpose::Session, &new).is_none());
         assert!(Sealer::new(&[B]).open(Purpose::Session, &new).is_some());

@@ -1,11 +1,8 @@
 //! The browser login through `Check`: the 302, the callback, sessions, SSO, concurrent logins,
 //! tampering, rotation, and the callback's failure pages.
 
-mod harness;
-mod support;
-
-use harness::*;
-use support::idp::{IdpOptions, TestIdp};
+use crate::harness::*;
+use crate::support::idp::{IdpOptions, TestIdp};
 
 async fn stack() -> Stack {
     let idp = TestIdp::start(IdpOptions::default()).await;
@@ -47,10 +44,7 @@ async fn browser_without_session_is_sent_to_the_idp_with_state_nonce_and_pkce() 
             "{p} must be long and random"
         );
     }
-    assert_eq!(
-        a.denied_header("cache-control").as_deref(),
-        Some("no-store")
-    );
+    assert_eq!(a.denied_header("cache-control").as_deref(), Some("no-store"));
     let cookies = a.set_cookies();
     assert_eq!(cookies.len(), 1);
     let c = &cookies[0];
@@ -82,9 +76,7 @@ async fn full_code_flow_gives_a_session_and_identity_headers() {
     );
     assert!(jar.get("_oidc_authz").is_some(), "session cookie set");
     assert!(
-        jar.names()
-            .iter()
-            .all(|n| !n.starts_with("_oidc_authz_login_")),
+        jar.names().iter().all(|n| !n.starts_with("_oidc_authz_login_")),
         "login cookie deleted"
     );
     let session_line = done
@@ -110,18 +102,12 @@ async fn full_code_flow_gives_a_session_and_identity_headers() {
         )
         .await;
     assert!(allowed.is_allow(), "{allowed:?}");
-    assert_eq!(
-        allowed.upstream("x-auth-request-user").as_deref(),
-        Some("alice")
-    );
+    assert_eq!(allowed.upstream("x-auth-request-user").as_deref(), Some("alice"));
     assert_eq!(
         allowed.upstream("x-auth-request-email").as_deref(),
         Some("alice@example.com")
     );
-    assert_eq!(
-        allowed.upstream("x-auth-request-rule").as_deref(),
-        Some("corp")
-    );
+    assert_eq!(allowed.upstream("x-auth-request-rule").as_deref(), Some("corp"));
     assert!(allowed.upstream("x-auth-request-groups").is_some());
     let auth = allowed.upstream("authorization").unwrap();
     assert!(
@@ -141,9 +127,7 @@ async fn full_code_flow_gives_a_session_and_identity_headers() {
 async fn callback_on_the_http_listener_completes_the_login_too() {
     let s = stack().await;
     let mut jar = Jar::default();
-    let first = s
-        .check(Req::browser("https://app1.example.test/reports"))
-        .await;
+    let first = s.check(Req::browser("https://app1.example.test/reports")).await;
     jar.apply(&first.set_cookies());
     let callback = idp_approve(&first.location()).await;
     let path = &callback[callback.find("/oauth2/").unwrap()..];
@@ -155,10 +139,7 @@ async fn callback_on_the_http_listener_completes_the_login_too() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 302);
-    assert_eq!(
-        resp.headers()["location"],
-        "https://app1.example.test/reports"
-    );
+    assert_eq!(resp.headers()["location"], "https://app1.example.test/reports");
     let set: Vec<String> = resp
         .headers()
         .get_all("set-cookie")
@@ -182,10 +163,7 @@ async fn one_login_gives_single_sign_on_across_hosts_under_the_cookie_domain() {
         .check(Req::browser("https://app2.example.test/home").cookies(&jar))
         .await;
     assert!(other.is_allow(), "app2 is served without another login");
-    assert_eq!(
-        other.upstream("x-auth-request-user").as_deref(),
-        Some("alice")
-    );
+    assert_eq!(other.upstream("x-auth-request-user").as_deref(), Some("alice"));
     assert_eq!(s.idp.token_requests(), 1);
     s.stop().await;
 }
@@ -282,10 +260,7 @@ async fn sessions_survive_secret_rotation_and_die_when_the_secret_is_removed() {
     s.stop().await;
 
     // Rotated: the new secret first, the old one still accepted.
-    let rotated = BASIC_CONFIG.replace(
-        "[\"{secret}\"]",
-        &format!("[\"{OTHER_SECRET}\", \"{SECRET}\"]"),
-    );
+    let rotated = BASIC_CONFIG.replace("[\"{secret}\"]", &format!("[\"{OTHER_SECRET}\", \"{SECRET}\"]"));
     let s2 = Stack::start(idp.clone(), &rotated).await;
     s2.wait_ready().await;
     assert!(s2
@@ -347,10 +322,7 @@ async fn missing_or_foreign_state_gets_400_not_500() {
         "?state=aaaaaaaaaaaaaaaaaaaaaaaa&code=x",
     ] {
         let a = s
-            .check(
-                Req::browser(&format!("https://app1.example.test/oauth2/callback{q}"))
-                    .cookies(&jar),
-            )
+            .check(Req::browser(&format!("https://app1.example.test/oauth2/callback{q}")).cookies(&jar))
             .await;
         assert_eq!(a.status(), 400, "query {q:?}");
         assert!(a.body().contains("<html"), "a readable page");
@@ -449,8 +421,7 @@ async fn a_large_session_is_chunked_and_still_works() {
     let groups: Vec<String> = (0..300)
         .map(|i| format!("group-with-a-long-name-{i:04}"))
         .collect();
-    s.idp
-        .set_extra_claims(serde_json::json!({ "groups": groups }));
+    s.idp.set_extra_claims(serde_json::json!({ "groups": groups }));
     let mut jar = Jar::default();
     let done = login_via_check(&s, "https://app1.example.test/", &mut jar).await;
     assert_eq!(done.status(), 302, "{}", done.body());
@@ -458,10 +429,7 @@ async fn a_large_session_is_chunked_and_still_works() {
     assert!(jar.get("_oidc_authz_1").is_some() && jar.get("_oidc_authz_2").is_some());
     for line in done.set_cookies() {
         let value = line.split(';').next().unwrap();
-        assert!(
-            value.len() <= 4100,
-            "each chunk stays under the browser limit"
-        );
+        assert!(value.len() <= 4100, "each chunk stays under the browser limit");
     }
     let a = s
         .check(Req::browser("https://app1.example.test/").cookies(&jar))
@@ -472,10 +440,7 @@ async fn a_large_session_is_chunked_and_still_works() {
         groups.contains("group-with-a-long-name-0255"),
         "groups up to the cap of 256 are passed"
     );
-    assert!(
-        !groups.contains("group-with-a-long-name-0256"),
-        "and no more"
-    );
+    assert!(!groups.contains("group-with-a-long-name-0256"), "and no more");
     assert_eq!(a.upstream("cookie"), None, "chunks are stripped too");
     assert!(a.removed().contains(&"cookie".to_string()));
     s.stop().await;

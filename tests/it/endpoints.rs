@@ -1,13 +1,10 @@
 //! The HTTP listener (`/oauth2/start`, `/oauth2/sign_out`, `/oauth2/userinfo`, health and
 //! readiness), spoofed identity headers, start-up while the IdP is down, and gRPC health.
 
-mod harness;
-mod support;
-
 use std::time::Duration;
 
-use harness::*;
-use support::idp::{IdpOptions, TestIdp};
+use crate::harness::*;
+use crate::support::idp::{IdpOptions, TestIdp};
 
 async fn stack() -> Stack {
     let idp = TestIdp::start(IdpOptions::default()).await;
@@ -46,13 +43,7 @@ async fn start_refuses_open_redirects() {
         "data:text/html,hi",
     ] {
         let q: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-        let r = get(
-            &s,
-            &format!("/oauth2/start?rd={q}"),
-            "app1.example.test",
-            None,
-        )
-        .await;
+        let r = get(&s, &format!("/oauth2/start?rd={q}"), "app1.example.test", None).await;
         assert_eq!(r.status().as_u16(), 400, "rd={rd:?} must be refused");
     }
     s.stop().await;
@@ -69,13 +60,7 @@ async fn start_accepts_relative_paths_and_hosts_the_rule_owns() {
         ),
     ] {
         let q: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-        let r = get(
-            &s,
-            &format!("/oauth2/start?rd={q}"),
-            "app1.example.test",
-            None,
-        )
-        .await;
+        let r = get(&s, &format!("/oauth2/start?rd={q}"), "app1.example.test", None).await;
         assert_eq!(r.status().as_u16(), 302, "rd={rd}");
         let mut jar = Jar::default();
         jar.apply(&set_cookies(&r));
@@ -169,10 +154,7 @@ async fn bad_input_to_the_listener_never_gives_500() {
         ("/oauth2/callback?error=%3Cscript%3E&state=x", ""),
         ("/oauth2/start?rd=%", ""),
         ("/oauth2/userinfo", huge_cookie.as_str()),
-        (
-            "/oauth2/sign_out?rd=%%%%",
-            "_oidc_authz_1=x; _oidc_authz_2=y",
-        ),
+        ("/oauth2/sign_out?rd=%%%%", "_oidc_authz_1=x; _oidc_authz_2=y"),
         ("/nope", ""),
     ] {
         let mut req = http_client()
@@ -252,9 +234,7 @@ async fn the_server_starts_while_the_idp_is_down_and_recovers_when_it_comes_up()
     s.wait_ready().await;
     assert_eq!(get(&s, "/readyz", "x", None).await.status().as_u16(), 200);
     assert_eq!(
-        s.check(Req::browser("https://app1.example.test/"))
-            .await
-            .status(),
+        s.check(Req::browser("https://app1.example.test/")).await.status(),
         302
     );
     s.stop().await;
@@ -298,11 +278,9 @@ async fn default_action_deny_answers_403_and_public_paths_need_no_login() {
         );
     }
     assert_eq!(
-        s.check(Req::browser(
-            "https://app1.example.test/public%2F..%2Fadmin"
-        ))
-        .await
-        .status(),
+        s.check(Req::browser("https://app1.example.test/public%2F..%2Fadmin"))
+            .await
+            .status(),
         302
     );
     assert!(s
@@ -341,8 +319,7 @@ async fn grpc_health_is_serving() {
 #[tokio::test]
 async fn metrics_count_decisions() {
     let s = stack().await;
-    s.check(Req::browser("https://app1.example.test/public/a"))
-        .await;
+    s.check(Req::browser("https://app1.example.test/public/a")).await;
     let body = get(&s, "/metrics", "x", None).await.text().await.unwrap();
     assert!(
         body.contains("oidc_authz_check_total{outcome=\"allow_public\"} 1"),

@@ -11,10 +11,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env("OIDC_AUTHZ_ADMIN_TOKEN", "admin-token")
-        .env(
-            "OIDC_AUTHZ_SESSION_SECRET",
-            "0123456789abcdef0123456789abcdef-ci",
-        )
+        .env("OIDC_AUTHZ_SESSION_SECRET", "0123456789abcdef0123456789abcdef-ci")
         .env("CORP_CLIENT_SECRET", "corp-secret")
         .output()
         .expect("binary runs");
@@ -92,10 +89,7 @@ rules:
     let (code, _, err) = run(&["validate", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("session.secrets[0]"), "{err}");
-    assert!(
-        err.contains("rule \"one\": field \"redirect_url\""),
-        "{err}"
-    );
+    assert!(err.contains("rule \"one\": field \"redirect_url\""), "{err}");
     assert!(
         err.contains("rule \"two\": field \"authorization.conditions[0].path\""),
         "{err}"
@@ -214,12 +208,7 @@ rules:
     };
     let mut err = String::new();
     use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert_eq!(code, Some(0), "{err}");
     assert!(
         !err.contains("client_secret") && !err.contains("0123456789abcdef0123456789abcdef"),

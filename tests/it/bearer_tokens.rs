@@ -1,12 +1,9 @@
 //! API clients with `Authorization: Bearer <JWT>`: the good token, and every kind of bad one.
 //! Also the JWKS cache: one fetch for a stampede, rate-limited refetches on unknown `kid`s.
 
-mod harness;
-mod support;
-
-use harness::*;
+use crate::harness::*;
+use crate::support::idp::{IdpOptions, Mint, TestIdp};
 use serde_json::json;
-use support::idp::{IdpOptions, Mint, TestIdp};
 
 async fn stack() -> Stack {
     let idp = TestIdp::start(IdpOptions::default()).await;
@@ -16,8 +13,7 @@ async fn stack() -> Stack {
 }
 
 fn api(token: &str) -> Req {
-    Req::api("GET", "https://api.example.test/v1/items")
-        .header("authorization", &format!("Bearer {token}"))
+    Req::api("GET", "https://api.example.test/v1/items").header("authorization", &format!("Bearer {token}"))
 }
 
 fn now() -> i64 {
@@ -63,10 +59,7 @@ async fn no_token_gets_401_with_a_bearer_challenge() {
 async fn xhr_from_a_page_gets_401_not_a_redirect() {
     let s = stack().await;
     let a = s
-        .check(
-            Req::browser("https://app1.example.test/api")
-                .header("x-requested-with", "XMLHttpRequest"),
-        )
+        .check(Req::browser("https://app1.example.test/api").header("x-requested-with", "XMLHttpRequest"))
         .await;
     assert_eq!(a.status(), 401);
     let mut r = Req::browser("https://app1.example.test/form");
@@ -175,10 +168,7 @@ async fn extra_audiences_are_accepted_on_bearer_tokens() {
 async fn a_token_without_kid_is_accepted_only_when_the_jwks_has_one_key() {
     let s = stack().await;
     let token = s.idp.mint_with(s.idp.default_claims("k"), Mint::NoKid);
-    assert!(
-        s.check(api(&token)).await.is_allow(),
-        "one key: no kid is fine"
-    );
+    assert!(s.check(api(&token)).await.is_allow(), "one key: no kid is fine");
     s.idp.add_key();
     // Wait out the refetch interval is not needed: a new kid triggers a fetch.
     let new_token = s.idp.mint(s.idp.default_claims("k2"));
@@ -200,11 +190,7 @@ async fn a_stampede_on_a_new_kid_causes_one_jwks_fetch() {
         // Distinct tokens, so the verified-token cache cannot short-circuit.
         let mut claims = s.idp.default_claims("crowd");
         claims["jti"] = json!(format!("j{i}"));
-        let t = if i == 0 {
-            token.clone()
-        } else {
-            s.idp.mint(claims)
-        };
+        let t = if i == 0 { token.clone() } else { s.idp.mint(claims) };
         tasks.push(tokio::spawn(async move {
             let mut c = client;
             let r = c.check(api(&t).into_check()).await.unwrap().into_inner();

@@ -173,38 +173,14 @@ impl Availability {
 // Key fixtures
 
 const RSA_FIXTURES: [(&str, &str); 8] = [
-    (
-        include_str!("keys/rsa1.pem"),
-        include_str!("keys/rsa1.pub.pem"),
-    ),
-    (
-        include_str!("keys/rsa2.pem"),
-        include_str!("keys/rsa2.pub.pem"),
-    ),
-    (
-        include_str!("keys/rsa3.pem"),
-        include_str!("keys/rsa3.pub.pem"),
-    ),
-    (
-        include_str!("keys/rsa4.pem"),
-        include_str!("keys/rsa4.pub.pem"),
-    ),
-    (
-        include_str!("keys/rsa5.pem"),
-        include_str!("keys/rsa5.pub.pem"),
-    ),
-    (
-        include_str!("keys/rsa6.pem"),
-        include_str!("keys/rsa6.pub.pem"),
-    ),
-    (
-        include_str!("keys/rsa7.pem"),
-        include_str!("keys/rsa7.pub.pem"),
-    ),
-    (
-        include_str!("keys/rsa8.pem"),
-        include_str!("keys/rsa8.pub.pem"),
-    ),
+    (include_str!("keys/rsa1.pem"), include_str!("keys/rsa1.pub.pem")),
+    (include_str!("keys/rsa2.pem"), include_str!("keys/rsa2.pub.pem")),
+    (include_str!("keys/rsa3.pem"), include_str!("keys/rsa3.pub.pem")),
+    (include_str!("keys/rsa4.pem"), include_str!("keys/rsa4.pub.pem")),
+    (include_str!("keys/rsa5.pem"), include_str!("keys/rsa5.pub.pem")),
+    (include_str!("keys/rsa6.pem"), include_str!("keys/rsa6.pub.pem")),
+    (include_str!("keys/rsa7.pem"), include_str!("keys/rsa7.pub.pem")),
+    (include_str!("keys/rsa8.pem"), include_str!("keys/rsa8.pub.pem")),
 ];
 const EC_FIXTURE: &str = include_str!("keys/ec1.pem");
 /// Index of the RSA fixture that is never published by any IdP.
@@ -911,11 +887,7 @@ impl Inner {
                 claims,
                 Some((&key.enc, Algorithm::RS256)),
             ),
-            Mint::NoKid => jws(
-                &rs("RS256", None),
-                claims,
-                Some((&key.enc, Algorithm::RS256)),
-            ),
+            Mint::NoKid => jws(&rs("RS256", None), claims, Some((&key.enc, Algorithm::RS256))),
             Mint::AlgNone => jws(&json!({"alg": "none"}), claims, None),
             Mint::AlgNoneWithKid => jws(&json!({"alg": "none", "kid": kid}), claims, None),
             Mint::Hs256WithPublicKey => hs(key.pub_pem.as_bytes()),
@@ -1009,8 +981,7 @@ impl Inner {
         let refresh_token = format!("rt-{}", random_token(24));
         {
             let mut f = lock(&self.flow);
-            f.refresh_tokens
-                .insert(refresh_token.clone(), grant.clone());
+            f.refresh_tokens.insert(refresh_token.clone(), grant.clone());
             f.access_tokens.insert(access_token.clone(), userinfo);
             f.last_sid = Some(grant.sid.clone());
         }
@@ -1026,11 +997,7 @@ impl Inner {
 
     /// Client authentication at the token endpoint (RFC 6749 section 2.3.1): the error
     /// response, or `None` when the client is authenticated.
-    fn client_auth_error(
-        &self,
-        headers: &HeaderMap,
-        params: &HashMap<String, String>,
-    ) -> Option<Response> {
+    fn client_auth_error(&self, headers: &HeaderMap, params: &HashMap<String, String>) -> Option<Response> {
         let basic = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -1193,8 +1160,7 @@ async fn authorize(State(st): St, RawQuery(query): RawQuery) -> Response {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => u,
         _ => return bad("redirect_uri must be an absolute http(s) URL".into()),
     };
-    if !st.opts.redirect_uris.is_empty() && !st.opts.redirect_uris.iter().any(|u| u == redirect_uri)
-    {
+    if !st.opts.redirect_uris.is_empty() && !st.opts.redirect_uris.iter().any(|u| u == redirect_uri) {
         return bad("redirect_uri is not registered".into());
     }
     if param(&params, "response_type") != Some("code") {
@@ -1275,10 +1241,7 @@ async fn token(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
     if !form {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1358,21 +1321,12 @@ async fn token(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
                 "only authorization_code and refresh_token",
             )
         }
-        None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "missing grant_type",
-            )
-        }
+        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "missing grant_type"),
     };
     let body = st.issue_tokens(&grant);
     (
         StatusCode::OK,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::PRAGMA, "no-cache"),
-        ],
+        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
         Json(body),
     )
         .into_response()
@@ -1401,12 +1355,7 @@ async fn userinfo(State(st): St, headers: HeaderMap) -> Response {
     }
 }
 
-async fn end_session(
-    State(st): St,
-    method: Method,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
+async fn end_session(State(st): St, method: Method, RawQuery(query): RawQuery, body: Bytes) -> Response {
     st.counters.end_session.fetch_add(1, Ordering::SeqCst);
     if let Some(r) = st.down() {
         return r;
@@ -1504,10 +1453,7 @@ fn parse_params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
 
 /// A parameter, treating an empty value as absent (RFC 6749 section 3.1).
 fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    params
-        .get(name)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
+    params.get(name).map(String::as_str).filter(|v| !v.is_empty())
 }
 
 /// RFC 6749 section 2.3.1: base64(urlencode(id) ":" urlencode(secret)).

@@ -1,10 +1,9 @@
 //! Self-test of the in-process test OpenID Provider (tests/support/idp.rs), over real HTTP.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::idp::{Availability, IdpOptions, Mint, TestIdp};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
@@ -12,7 +11,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
-use support::idp::{Availability, IdpOptions, Mint, TestIdp};
 
 const REDIRECT: &str = "https://app.example.com/oauth2/callback";
 
@@ -68,12 +66,7 @@ async fn get_code(c: &Client, idp: &TestIdp, nonce: &str, challenge: &str) -> St
     q["code"].clone()
 }
 
-async fn exchange_basic(
-    c: &Client,
-    idp: &TestIdp,
-    code: &str,
-    verifier: &str,
-) -> reqwest::Response {
+async fn exchange_basic(c: &Client, idp: &TestIdp, code: &str, verifier: &str) -> reqwest::Response {
     c.post(format!("{}/token", idp.issuer()))
         .basic_auth(idp.client_id(), Some(idp.client_secret()))
         .form(&[
@@ -182,10 +175,7 @@ async fn discovery_document() {
     assert_eq!(k["kid"], idp.current_kid());
     assert_eq!(k["e"], "AQAB");
     assert_eq!(
-        URL_SAFE_NO_PAD
-            .decode(k["n"].as_str().unwrap())
-            .unwrap()
-            .len(),
+        URL_SAFE_NO_PAD.decode(k["n"].as_str().unwrap()).unwrap().len(),
         256
     );
     assert_eq!(jwks, idp.jwks());
@@ -311,10 +301,7 @@ async fn code_flow_with_client_secret_basic() {
     let refresh = |rt: String| {
         c.post(format!("{}/token", idp.issuer()))
             .basic_auth("gateway", Some("s3cret-s3cret"))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", rt.as_str()),
-            ])
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
             .send()
     };
     let r = refresh(rt.clone()).await.unwrap();
@@ -406,15 +393,9 @@ async fn basic_credentials_are_form_urlencoded() {
     let r = send("my client".into(), secret.into(), code, verifier.clone())
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::UNAUTHORIZED,
-        "raw secret must not pass"
-    );
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "raw secret must not pass");
     let code = get_code(&c, &idp, "n", &challenge).await;
-    let r = send(enc("my client"), enc(secret), code, verifier)
-        .await
-        .unwrap();
+    let r = send(enc("my client"), enc(secret), code, verifier).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -580,10 +561,7 @@ async fn authorize_validation_and_denial() {
     assert_eq!(idp.authorize_requests(), cases.len());
 
     // The redirect keeps the redirect URI's own query and encodes properly.
-    let u = with(
-        "redirect_uri",
-        Some("https://app.example.com/cb?x=1&y=a%20b"),
-    );
+    let u = with("redirect_uri", Some("https://app.example.com/cb?x=1&y=a%20b"));
     let r = c.get(u).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
     let loc = r.headers()["location"].to_str().unwrap();
@@ -638,10 +616,7 @@ async fn key_rotation_and_publication() {
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
     assert_eq!(kids, vec![kid2.as_str()]);
-    assert_ne!(
-        jwks1["keys"][0]["n"], jwks2["keys"][0]["n"],
-        "new key material"
-    );
+    assert_ne!(jwks1["keys"][0]["n"], jwks2["keys"][0]["n"], "new key material");
     assert_eq!(verify(&jwks2, &old, &idp).unwrap_err(), "unknown kid");
     let new = idp.mint(idp.default_claims("alice"));
     assert_eq!(header_of(&new)["kid"], kid2);
@@ -798,19 +773,13 @@ async fn mint_variants_produce_the_intended_tokens() {
     let tok = |how: Mint| tokens.iter().find(|(m, _)| *m == how).unwrap().1.as_str();
 
     let good = tok(Mint::Normal);
-    assert_eq!(
-        header_of(good),
-        json!({"alg": "RS256", "typ": "JWT", "kid": kid})
-    );
+    assert_eq!(header_of(good), json!({"alg": "RS256", "typ": "JWT", "kid": kid}));
     let c = verify(&jwks, good, &idp).unwrap();
     assert_eq!(c, claims);
     assert_eq!(c["aud"], json!(["gateway"]));
     let now = jsonwebtoken::get_current_timestamp();
     assert!(c["iat"].as_u64().unwrap().abs_diff(now) < 5);
-    assert_eq!(
-        c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(),
-        3600
-    );
+    assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 3600);
 
     let t = tok(Mint::NoKid);
     assert_eq!(header_of(t), json!({"alg": "RS256", "typ": "JWT"}));
@@ -829,16 +798,10 @@ async fn mint_variants_produce_the_intended_tokens() {
     let pem = idp.current_public_key_pem();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
     let t = tok(Mint::Hs256WithPublicKey);
-    assert_eq!(
-        header_of(t),
-        json!({"alg": "HS256", "typ": "JWT", "kid": kid})
-    );
+    assert_eq!(header_of(t), json!({"alg": "HS256", "typ": "JWT", "kid": kid}));
     assert!(verify_hs256(t, pem.as_bytes(), &idp));
     let t = tok(Mint::Hs256WithPublicKeyDer);
-    assert_eq!(
-        header_of(t),
-        json!({"alg": "HS256", "typ": "JWT", "kid": kid})
-    );
+    assert_eq!(header_of(t), json!({"alg": "HS256", "typ": "JWT", "kid": kid}));
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     assert!(verify_hs256(t, &STANDARD.decode(body).unwrap(), &idp));
     let t = tok(Mint::Hs256WithClientSecret);
@@ -848,13 +811,8 @@ async fn mint_variants_produce_the_intended_tokens() {
     assert_eq!(header_of(t), header_of(good));
     assert_eq!(t.len(), good.len());
     assert_ne!(signature_of(t), signature_of(good));
-    assert_eq!(
-        t.rsplit_once('.').unwrap().0,
-        good.rsplit_once('.').unwrap().0
-    );
-    assert!(verify(&jwks, t, &idp)
-        .unwrap_err()
-        .contains("InvalidSignature"));
+    assert_eq!(t.rsplit_once('.').unwrap().0, good.rsplit_once('.').unwrap().0);
+    assert!(verify(&jwks, t, &idp).unwrap_err().contains("InvalidSignature"));
 
     let t = tok(Mint::UnknownKid);
     assert_eq!(header_of(t)["kid"], idp.unpublished_kid());
@@ -862,19 +820,11 @@ async fn mint_variants_produce_the_intended_tokens() {
     assert_eq!(verify(&jwks, t, &idp).unwrap_err(), "unknown kid");
 
     let t = tok(Mint::OtherKey);
-    assert_eq!(
-        header_of(t),
-        json!({"alg": "RS256", "typ": "JWT", "kid": kid})
-    );
-    assert!(verify(&jwks, t, &idp)
-        .unwrap_err()
-        .contains("InvalidSignature"));
+    assert_eq!(header_of(t), json!({"alg": "RS256", "typ": "JWT", "kid": kid}));
+    assert!(verify(&jwks, t, &idp).unwrap_err().contains("InvalidSignature"));
 
     let t = tok(Mint::Rs384);
-    assert_eq!(
-        header_of(t),
-        json!({"alg": "RS384", "typ": "JWT", "kid": kid})
-    );
+    assert_eq!(header_of(t), json!({"alg": "RS384", "typ": "JWT", "kid": kid}));
     assert!(verify(&jwks, t, &idp).is_ok(), "real key, unadvertised alg");
 
     let t = tok(Mint::Es256);
@@ -893,17 +843,11 @@ async fn mint_variants_produce_the_intended_tokens() {
         let ok = strict_verify(&discovery, &jwks, t, &idp);
         let expected = matches!(how, Mint::Normal | Mint::NoKid);
         assert_eq!(ok, expected, "{how:?}");
-        assert_eq!(
-            Mint::MUST_REJECT.contains(how),
-            !expected && *how != Mint::Es256
-        );
+        assert_eq!(Mint::MUST_REJECT.contains(how), !expected && *how != Mint::Es256);
     }
 
     // Headers as given, claims untouched.
-    let t = idp.mint_raw(
-        json!({"alg": "RS256", "kid": kid, "crit": ["x"]}),
-        claims.clone(),
-    );
+    let t = idp.mint_raw(json!({"alg": "RS256", "kid": kid, "crit": ["x"]}), claims.clone());
     assert_eq!(header_of(&t)["crit"], json!(["x"]));
     assert_eq!(t.split('.').nth(1), good.split('.').nth(1));
     let t = idp.mint_unpublished(claims.clone());
@@ -988,10 +932,7 @@ async fn end_session_endpoint() {
     idp.set_end_session_redirect(true);
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
-    assert_eq!(
-        r.headers()["location"],
-        "https://app.example.com/?state=xyz"
-    );
+    assert_eq!(r.headers()["location"], "https://app.example.com/?state=xyz");
     let r = c
         .post(format!("{}/session/end", idp.issuer()))
         .form(&[("client_id", "gateway")])
@@ -999,10 +940,7 @@ async fn end_session_endpoint() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(
-        idp.last_end_session_params().unwrap()["client_id"],
-        "gateway"
-    );
+    assert_eq!(idp.last_end_session_params().unwrap()["client_id"], "gateway");
     assert_eq!(idp.end_session_calls(), 3);
 }
 

@@ -48,8 +48,10 @@ rules:
 pub struct Stack {
     pub idp: TestIdp,
     pub app: Arc<App>,
+    pub admin: Arc<oidc_authz::rule_admin::RuleAdmin>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
     pub client: AuthorizationClient<Channel>,
     shutdown: watch::Sender<bool>,
     pub server: tokio::task::JoinHandle<()>,
@@ -79,19 +81,19 @@ impl Stack {
     pub async fn start_with(idp: TestIdp, mut config: Config) -> Stack {
         config.server.grpc_listen = "127.0.0.1:0".into();
         config.server.http_listen = "127.0.0.1:0".into();
-        let rules = oidc_authz::rule_source::initial_rules(&config).expect("rules compile");
-        let app = App::start(&config, rules);
+        config.server.admin_listen = "127.0.0.1:0".into();
+        let services = oidc_authz::server::start(&config).expect("rules compile and the store opens");
+        let app = services.app.clone();
+        let admin = services.admin.clone();
         let bound = oidc_authz::server::bind(&config).await.expect("bind");
         let grpc_addr = bound.grpc.local_addr().unwrap();
         let http_addr = bound.http.local_addr().unwrap();
+        let admin_addr = bound.admin.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = watch::channel(false);
-        let server = tokio::spawn({
-            let app = app.clone();
-            async move {
-                oidc_authz::server::run(app, bound, rx)
-                    .await
-                    .expect("server runs");
-            }
+        let server = tokio::spawn(async move {
+            oidc_authz::server::run(&services, bound, rx)
+                .await
+                .expect("server runs");
         });
         let channel = Channel::from_shared(format!("http://{grpc_addr}"))
             .unwrap()
@@ -99,8 +101,10 @@ impl Stack {
         Stack {
             idp,
             app,
+            admin,
             grpc_addr,
             http_addr,
+            admin_addr,
             client: AuthorizationClient::new(channel),
             shutdown: tx,
             server,
@@ -125,6 +129,14 @@ impl Stack {
             .await
             .expect("Check must answer Ok, even to deny");
         Answer(resp.into_inner())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.admin_addr.expect("admin listener (set server.admin_token)"),
+            path
+        )
     }
 
     pub fn http_url(&self, path: &str) -> String {
@@ -231,9 +243,7 @@ impl Answer {
     /// HTTP status of a deny (0 for allow).
     pub fn status(&self) -> u16 {
         match &self.0.http_response {
-            Some(HttpResponse::DeniedResponse(d)) => {
-                d.status.as_ref().map_or(403, |s| s.code as u16)
-            }
+            Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map_or(403, |s| s.code as u16),
             _ => 0,
         }
     }
@@ -370,11 +380,7 @@ pub async fn idp_approve(authorize_url: &str) -> String {
         .send()
         .await
         .expect("IdP authorize reachable");
-    assert_eq!(
-        resp.status().as_u16(),
-        302,
-        "IdP should approve with a redirect"
-    );
+    assert_eq!(resp.status().as_u16(), 302, "IdP should approve with a redirect");
     resp.headers()
         .get("location")
         .unwrap()

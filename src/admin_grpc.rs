@@ -1,0 +1,277 @@
+//! The rule-management API over gRPC (`proto/oidc_authz/admin/v1/admin.proto`): the same
+//! operations as the REST API, on the same `RuleAdmin` core, with server reflection. Requests
+//! carry the admin token as `authorization: Bearer …` metadata.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::admin_api::v1 as pb;
+use crate::admin_api::v1::rule_service_server::{RuleService, RuleServiceServer};
+use crate::config::{
+    AllowedConfig, AuthorizationConfig, AuthorizationMode, ConditionConfig, RuleConfig, RuleType,
+    UpstreamToken,
+};
+use crate::rule_admin::{AdminError, RuleAdmin};
+use crate::rules::conditions::PathMatch;
+
+/// The gRPC routes (rule service and reflection), to merge into the admin router.
+pub fn routes(admin: Arc<RuleAdmin>, token: Arc<str>) -> axum::Router {
+    let check_token = move |req: Request<()>| {
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        if crate::admin_http::token_ok(header, &token) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("missing or wrong admin token"))
+        }
+    };
+    let service = RuleServiceServer::with_interceptor(GrpcAdmin { admin }, check_token);
+    let mut routes = tonic::service::Routes::new(service);
+    if let Ok(reflection) = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::admin_api::FILE_DESCRIPTOR_SET)
+        .build_v1()
+    {
+        routes = routes.add_service(reflection);
+    }
+    routes.prepare().into_axum_router()
+}
+
+struct GrpcAdmin {
+    admin: Arc<RuleAdmin>,
+}
+
+impl From<AdminError> for Status {
+    fn from(e: AdminError) -> Status {
+        match &e {
+            AdminError::NotFound(_) => Status::not_found(e.to_string()),
+            AdminError::Conflict(m) if m.contains("already exists") => Status::already_exists(e.to_string()),
+            AdminError::Conflict(_) => Status::failed_precondition(e.to_string()),
+            AdminError::Invalid { field, .. } => Status::invalid_argument(format!("{field}: {e}")),
+            AdminError::Storage(_) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn bad(field: &str, value: &str) -> Status {
+    Status::invalid_argument(format!("{field}: `{value}` is not an accepted value"))
+}
+
+fn to_config(r: pb::Rule) -> Result<RuleConfig, Status> {
+    let authorization = r.authorization.unwrap_or_default();
+    let mode = match authorization.mode.as_str() {
+        "" | "whitelist" => AuthorizationMode::Whitelist,
+        "blacklist" => AuthorizationMode::Blacklist,
+        other => return Err(bad("authorization.mode", other)),
+    };
+    let conditions = authorization
+        .conditions
+        .into_iter()
+        .map(to_condition)
+        .collect::<Result<Vec<_>, _>>()?;
+    let upstream_token = match r.upstream_token.as_str() {
+        "" | "id_token" => UpstreamToken::IdToken,
+        "access_token" => UpstreamToken::AccessToken,
+        "none" => UpstreamToken::None,
+        other => return Err(bad("upstream_token", other)),
+    };
+    if !(r.r#type.is_empty() || r.r#type == "oidc") {
+        return Err(bad("type", &r.r#type));
+    }
+    let allowed = r.allowed.unwrap_or_default();
+    Ok(RuleConfig {
+        name: r.name,
+        enabled: r.enabled,
+        kind: RuleType::Oidc,
+        issuer: r.issuer,
+        discovery_url: non_empty(r.discovery_url),
+        redirect_url: r.redirect_url,
+        client_id: r.client_id,
+        client_secret: non_empty(r.client_secret),
+        client_secret_file: None,
+        cookie_domain: r.cookie_domain,
+        scope: r.scope,
+        authorization: AuthorizationConfig { mode, conditions },
+        domains: r.domains,
+        upstream_token,
+        allowed: AllowedConfig {
+            emails: allowed.emails,
+            email_domains: allowed.email_domains,
+            groups: allowed.groups,
+        },
+        audiences: r.audiences,
+        post_logout_redirect_url: non_empty(r.post_logout_redirect_url),
+        insecure_allow_http: r.insecure_allow_http,
+    })
+}
+
+fn to_condition(c: pb::Condition) -> Result<ConditionConfig, Status> {
+    let path_match = match c.r#match.as_str() {
+        "" | "prefix" => PathMatch::Prefix,
+        "exact" => PathMatch::Exact,
+        "regex" => PathMatch::Regex,
+        other => return Err(bad("match", other)),
+    };
+    Ok(ConditionConfig {
+        domain: non_empty(c.domain),
+        path: non_empty(c.path),
+        path_match,
+    })
+}
+
+fn to_proto(r: RuleConfig) -> pb::Rule {
+    pb::Rule {
+        name: r.name,
+        enabled: r.enabled,
+        r#type: "oidc".into(),
+        issuer: r.issuer,
+        discovery_url: r.discovery_url.unwrap_or_default(),
+        redirect_url: r.redirect_url,
+        client_id: r.client_id,
+        client_secret: r.client_secret.unwrap_or_default(),
+        cookie_domain: r.cookie_domain,
+        scope: r.scope,
+        authorization: Some(pb::Authorization {
+            mode: match r.authorization.mode {
+                AuthorizationMode::Whitelist => "whitelist".into(),
+                AuthorizationMode::Blacklist => "blacklist".into(),
+            },
+            conditions: r
+                .authorization
+                .conditions
+                .into_iter()
+                .map(|c| pb::Condition {
+                    domain: c.domain.unwrap_or_default(),
+                    path: c.path.unwrap_or_default(),
+                    r#match: match c.path_match {
+                        PathMatch::Exact => "exact".into(),
+                        PathMatch::Prefix => "prefix".into(),
+                        PathMatch::Regex => "regex".into(),
+                    },
+                })
+                .collect(),
+        }),
+        domains: r.domains,
+        upstream_token: match r.upstream_token {
+            UpstreamToken::IdToken => "id_token".into(),
+            UpstreamToken::AccessToken => "access_token".into(),
+            UpstreamToken::None => "none".into(),
+        },
+        allowed: Some(pb::Allowed {
+            emails: r.allowed.emails,
+            email_domains: r.allowed.email_domains,
+            groups: r.allowed.groups,
+        }),
+        audiences: r.audiences,
+        post_logout_redirect_url: r.post_logout_redirect_url.unwrap_or_default(),
+        insecure_allow_http: r.insecure_allow_http,
+    }
+}
+
+/// Runs a blocking store operation off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("the change was interrupted: {e}")))?
+        .map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl RuleService for GrpcAdmin {
+    async fn list_rules(
+        &self,
+        _: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: self.admin.list().into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn get_rule(&self, req: Request<pb::GetRuleRequest>) -> Result<Response<pb::Rule>, Status> {
+        Ok(Response::new(to_proto(self.admin.get(&req.into_inner().name)?)))
+    }
+
+    async fn create_rule(&self, req: Request<pb::CreateRuleRequest>) -> Result<Response<pb::Rule>, Status> {
+        let rule = to_config(
+            req.into_inner()
+                .rule
+                .ok_or_else(|| Status::invalid_argument("rule is required"))?,
+        )?;
+        let admin = self.admin.clone();
+        Ok(Response::new(to_proto(
+            blocking(move || admin.create(rule)).await?,
+        )))
+    }
+
+    async fn update_rule(&self, req: Request<pb::UpdateRuleRequest>) -> Result<Response<pb::Rule>, Status> {
+        let req = req.into_inner();
+        let rule = to_config(
+            req.rule
+                .ok_or_else(|| Status::invalid_argument("rule is required"))?,
+        )?;
+        let admin = self.admin.clone();
+        Ok(Response::new(to_proto(
+            blocking(move || admin.update(&req.name, rule)).await?,
+        )))
+    }
+
+    async fn enable_rule(&self, req: Request<pb::RuleName>) -> Result<Response<pb::Rule>, Status> {
+        let name = req.into_inner().name;
+        let admin = self.admin.clone();
+        Ok(Response::new(to_proto(
+            blocking(move || admin.set_enabled(&name, true)).await?,
+        )))
+    }
+
+    async fn disable_rule(&self, req: Request<pb::RuleName>) -> Result<Response<pb::Rule>, Status> {
+        let name = req.into_inner().name;
+        let admin = self.admin.clone();
+        Ok(Response::new(to_proto(
+            blocking(move || admin.set_enabled(&name, false)).await?,
+        )))
+    }
+
+    async fn add_condition(
+        &self,
+        req: Request<pb::AddConditionRequest>,
+    ) -> Result<Response<pb::Rule>, Status> {
+        let req = req.into_inner();
+        let condition = to_condition(
+            req.condition
+                .ok_or_else(|| Status::invalid_argument("condition is required"))?,
+        )?;
+        let admin = self.admin.clone();
+        Ok(Response::new(to_proto(
+            blocking(move || admin.add_condition(&req.name, condition)).await?,
+        )))
+    }
+
+    async fn delete_rule(
+        &self,
+        req: Request<pb::RuleName>,
+    ) -> Result<Response<pb::DeleteRuleResponse>, Status> {
+        let name = req.into_inner().name;
+        let admin = self.admin.clone();
+        blocking(move || admin.delete(&name)).await?;
+        Ok(Response::new(pb::DeleteRuleResponse {}))
+    }
+
+    async fn explain(
+        &self,
+        req: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let e = self.admin.explain(&req.into_inner().url)?;
+        Ok(Response::new(pb::ExplainResponse {
+            action: e.action.into(),
+            rule: e.rule.unwrap_or_default(),
+            has_condition: e.condition.is_some(),
+            condition: e.condition.map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)),
+            reason: e.reason,
+        }))
+    }
+}

@@ -1,0 +1,216 @@
+//! The admin listener: the rule-management REST API under `/api/v1` (bearer admin token,
+//! compared in constant time), the same operations over gRPC (`admin_grpc`, with reflection),
+//! and the web console at `/`. Bodies are bounded; every bad request gets a JSON 4xx.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::config::{ConditionConfig, RuleConfig};
+use crate::rule_admin::{AdminError, RuleAdmin};
+
+/// Largest request body the API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+const CONSOLE_HTML: &str = include_str!("console/index.html");
+
+#[derive(Clone)]
+struct AdminState {
+    admin: Arc<RuleAdmin>,
+    token: Arc<str>,
+}
+
+pub fn router(admin: Arc<RuleAdmin>, token: &str) -> Router {
+    let state = AdminState {
+        admin: admin.clone(),
+        token: token.into(),
+    };
+    let api = Router::new()
+        .route("/api/v1/rules", get(list).post(create))
+        .route("/api/v1/rules/{name}", get(get_rule).put(update).delete(delete))
+        .route("/api/v1/rules/{name}/enable", post(enable))
+        .route("/api/v1/rules/{name}/disable", post(disable))
+        .route("/api/v1/rules/{name}/conditions", post(add_condition))
+        .route("/api/v1/explain", get(explain))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API endpoint", None) })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state.clone());
+    let grpc = crate::admin_grpc::routes(admin, state.token.clone());
+    Router::new()
+        .route("/", get(|| async { Html(CONSOLE_HTML) }))
+        .merge(api)
+        .merge(grpc)
+}
+
+fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
+    (status, Json(json!({"error": message, "field": field}))).into_response()
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match &self {
+            AdminError::NotFound(_) => error(StatusCode::NOT_FOUND, &message, None),
+            AdminError::Conflict(_) => error(StatusCode::CONFLICT, &message, None),
+            AdminError::Invalid { field, .. } => error(StatusCode::BAD_REQUEST, &message, Some(field)),
+            AdminError::Storage(_) => {
+                tracing::error!(error = %message, "rule store failure");
+                error(StatusCode::SERVICE_UNAVAILABLE, &message, None)
+            }
+        }
+    }
+}
+
+/// Whether `header` carries the admin token (constant-time comparison).
+pub fn token_ok(header: Option<&str>, token: &str) -> bool {
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    !token.is_empty() && bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
+}
+
+async fn require_token(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if !token_ok(header, &state.token) {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token", None);
+        r.headers_mut().insert(
+            "www-authenticate",
+            axum::http::HeaderValue::from_static("Bearer realm=\"oidc-authz admin\""),
+        );
+        return r;
+    }
+    next.run(request).await
+}
+
+/// Parses a JSON body, naming the offending field on error.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { None } else { Some(path) };
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {}", e.inner()),
+            field.as_deref(),
+        )
+    })
+}
+
+/// Runs a blocking store operation (fsync) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(AdminError::Storage(format!("the change was interrupted: {e}"))))
+}
+
+async fn list(State(s): State<AdminState>) -> Response {
+    Json(json!({"rules": s.admin.list()})).into_response()
+}
+
+async fn get_rule(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    match s.admin.get(&name) {
+        Ok(rule) => Json(rule).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn create(State(s): State<AdminState>, body: Bytes) -> Response {
+    let rule: RuleConfig = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let admin = s.admin.clone();
+    match blocking(move || admin.create(rule)).await {
+        Ok(rule) => (StatusCode::CREATED, Json(rule)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn update(State(s): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
+    let rule: RuleConfig = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let admin = s.admin.clone();
+    match blocking(move || admin.update(&name, rule)).await {
+        Ok(rule) => Json(rule).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn set_enabled(s: AdminState, name: String, enabled: bool) -> Response {
+    let admin = s.admin.clone();
+    match blocking(move || admin.set_enabled(&name, enabled)).await {
+        Ok(rule) => Json(rule).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn enable(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    set_enabled(s, name, true).await
+}
+
+async fn disable(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    set_enabled(s, name, false).await
+}
+
+async fn add_condition(State(s): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
+    let condition: ConditionConfig = match parse(&body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let admin = s.admin.clone();
+    match blocking(move || admin.add_condition(&name, condition)).await {
+        Ok(rule) => (StatusCode::CREATED, Json(rule)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    let admin = s.admin.clone();
+    match blocking(move || admin.delete(&name)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    url: Option<String>,
+    #[allow(dead_code)]
+    method: Option<String>,
+}
+
+async fn explain(
+    State(s): State<AdminState>,
+    query: Result<Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "bad query string", None);
+    };
+    let Some(url) = q.url.filter(|u| !u.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "url is required", Some("url"));
+    };
+    match s.admin.explain(&url) {
+        Ok(e) => Json(e).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

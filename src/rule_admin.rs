@@ -1,0 +1,289 @@
+//! Rule management, the one core behind the REST API, the gRPC service and the console: every
+//! change is validated as a whole rule set, persisted (atomically) before it is acknowledged,
+//! compiled and swapped into the running `Check`, and written to the audit log without secrets.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::app::App;
+use crate::config::{ConditionConfig, DefaultAction, RuleConfig};
+use crate::decision::{explain_url, Explanation};
+use crate::rules::RuleSet;
+use crate::store::{RuleStore, StoreError};
+
+/// Shown instead of a client secret; sending it back keeps the stored secret.
+pub const REDACTED: &str = "******";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no rule named `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("the rule store failed: {0}")]
+    Storage(String),
+}
+
+impl AdminError {
+    fn invalid(field: &str, message: impl Into<String>) -> AdminError {
+        AdminError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ReadOnly => AdminError::Conflict(e.to_string()),
+            other => AdminError::Storage(other.to_string()),
+        }
+    }
+}
+
+pub struct RuleAdmin {
+    app: Arc<App>,
+    store: Box<dyn RuleStore>,
+    default_action: DefaultAction,
+    /// The stored rules, secrets included. Held across validate, persist and swap, so changes
+    /// apply one at a time and none is lost.
+    state: Mutex<State>,
+}
+
+struct State {
+    rules: Vec<RuleConfig>,
+    /// The store's version after our last write or load, to notice external edits.
+    version: Option<SystemTime>,
+}
+
+impl RuleAdmin {
+    /// Opens the store; an empty store receives the config file's rules.
+    pub fn start(
+        app: Arc<App>,
+        store: Box<dyn RuleStore>,
+        config_rules: &[RuleConfig],
+        default_action: DefaultAction,
+    ) -> Result<RuleAdmin, AdminError> {
+        let rules = match store.load()? {
+            Some(rules) => rules,
+            None => {
+                let imported: Vec<RuleConfig> = config_rules
+                    .iter()
+                    .cloned()
+                    .map(|mut r| {
+                        // The secret was read from the file at load; the store keeps the value.
+                        r.client_secret_file = None;
+                        r
+                    })
+                    .collect();
+                if !store.read_only() && !imported.is_empty() {
+                    store.save(&imported)?;
+                    tracing::info!(target: "audit", store = %store.describe(), rules = imported.len(), "imported the config file's rules into the empty store");
+                }
+                imported
+            }
+        };
+        let compiled = compile(&rules, default_action)?;
+        app.replace_rules(compiled);
+        let version = store.version();
+        Ok(RuleAdmin {
+            app,
+            store,
+            default_action,
+            state: Mutex::new(State { rules, version }),
+        })
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.store.read_only()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn list(&self) -> Vec<RuleConfig> {
+        self.lock().rules.iter().map(redact).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<RuleConfig, AdminError> {
+        self.lock()
+            .rules
+            .iter()
+            .find(|r| r.name == name)
+            .map(redact)
+            .ok_or_else(|| AdminError::NotFound(name.into()))
+    }
+
+    /// Applies `change` to a copy of the rules; if the result compiles, persists it, swaps it
+    /// in, and answers the changed rule (redacted). Nothing is stored otherwise.
+    fn change(
+        &self,
+        action: &str,
+        name: &str,
+        change: impl FnOnce(&mut Vec<RuleConfig>) -> Result<Option<String>, AdminError>,
+    ) -> Result<Option<RuleConfig>, AdminError> {
+        if self.store.read_only() {
+            return Err(StoreError::ReadOnly.into());
+        }
+        let mut state = self.lock();
+        let mut rules = state.rules.clone();
+        let answer_name = change(&mut rules)?;
+        let compiled = compile(&rules, self.default_action)?;
+        self.store.save(&rules)?;
+        self.app.replace_rules(compiled);
+        state.rules = rules;
+        state.version = self.store.version();
+        tracing::info!(target: "audit", action, rule = name, at = %humantime::format_rfc3339_seconds(SystemTime::now()), "rule changed");
+        Ok(answer_name.and_then(|n| state.rules.iter().find(|r| r.name == n).map(redact)))
+    }
+
+    pub fn create(&self, rule: RuleConfig) -> Result<RuleConfig, AdminError> {
+        let name = rule.name.clone();
+        self.change("create", &name, |rules| {
+            if rules.iter().any(|r| r.name == rule.name) {
+                return Err(AdminError::Conflict(format!(
+                    "a rule named `{}` already exists",
+                    rule.name
+                )));
+            }
+            let rule = normalize_incoming(rule, None)?;
+            rules.push(rule);
+            Ok(Some(name.clone()))
+        })?
+        .ok_or_else(|| AdminError::NotFound(name.clone()))
+    }
+
+    /// Replaces a rule; an omitted or redacted secret keeps the stored one.
+    pub fn update(&self, name: &str, rule: RuleConfig) -> Result<RuleConfig, AdminError> {
+        let new_name = rule.name.clone();
+        self.change("update", name, |rules| {
+            let i = rules
+                .iter()
+                .position(|r| r.name == name)
+                .ok_or_else(|| AdminError::NotFound(name.into()))?;
+            if new_name != name && rules.iter().any(|r| r.name == new_name) {
+                return Err(AdminError::Conflict(format!(
+                    "a rule named `{new_name}` already exists"
+                )));
+            }
+            let stored = rules[i].client_secret.clone();
+            rules[i] = normalize_incoming(rule, stored)?;
+            Ok(Some(new_name.clone()))
+        })?
+        .ok_or_else(|| AdminError::NotFound(name.into()))
+    }
+
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<RuleConfig, AdminError> {
+        self.change(if enabled { "enable" } else { "disable" }, name, |rules| {
+            let r = rules
+                .iter_mut()
+                .find(|r| r.name == name)
+                .ok_or_else(|| AdminError::NotFound(name.into()))?;
+            r.enabled = enabled;
+            Ok(Some(name.to_string()))
+        })?
+        .ok_or_else(|| AdminError::NotFound(name.into()))
+    }
+
+    pub fn add_condition(&self, name: &str, condition: ConditionConfig) -> Result<RuleConfig, AdminError> {
+        self.change("add_condition", name, |rules| {
+            let r = rules
+                .iter_mut()
+                .find(|r| r.name == name)
+                .ok_or_else(|| AdminError::NotFound(name.into()))?;
+            r.authorization.conditions.push(condition);
+            Ok(Some(name.to_string()))
+        })?
+        .ok_or_else(|| AdminError::NotFound(name.into()))
+    }
+
+    /// Deletes a disabled rule.
+    pub fn delete(&self, name: &str) -> Result<(), AdminError> {
+        self.change("delete", name, |rules| {
+            let i = rules
+                .iter()
+                .position(|r| r.name == name)
+                .ok_or_else(|| AdminError::NotFound(name.into()))?;
+            if rules[i].enabled {
+                return Err(AdminError::Conflict(format!(
+                    "rule `{name}` is enabled: disable it before deleting it"
+                )));
+            }
+            rules.remove(i);
+            Ok(None)
+        })
+        .map(|_| ())
+    }
+
+    pub fn explain(&self, url: &str) -> Result<Explanation, AdminError> {
+        explain_url(&self.app.rules.load(), url).map_err(|m| AdminError::invalid("url", m))
+    }
+
+    /// Reloads the store if it changed outside this process (or when `force`, for SIGHUP).
+    /// An invalid store is logged and the running rules are kept.
+    pub fn reload(&self, force: bool) -> Result<bool, AdminError> {
+        let mut state = self.lock();
+        let version = self.store.version();
+        if !force && version == state.version {
+            return Ok(false);
+        }
+        let Some(rules) = self.store.load()? else {
+            state.version = version;
+            return Ok(false);
+        };
+        let compiled = compile(&rules, self.default_action)?;
+        self.app.replace_rules(compiled);
+        state.rules = rules;
+        state.version = version;
+        tracing::info!(target: "audit", action = "reload", store = %self.store.describe(), "rules reloaded from the store");
+        Ok(true)
+    }
+}
+
+/// The secret rules for an incoming rule: a new rule needs a real secret; an edit may keep
+/// the stored one by omitting it or sending it redacted.
+fn normalize_incoming(mut rule: RuleConfig, stored: Option<String>) -> Result<RuleConfig, AdminError> {
+    if rule.client_secret_file.is_some() {
+        return Err(AdminError::invalid(
+            "client_secret_file",
+            "not accepted through the API: send client_secret",
+        ));
+    }
+    let given = rule
+        .client_secret
+        .take()
+        .filter(|s| s != REDACTED && !s.is_empty());
+    rule.client_secret = match (given, stored) {
+        (Some(s), _) => Some(s),
+        (None, Some(s)) => Some(s),
+        (None, None) => return Err(AdminError::invalid("client_secret", "is required")),
+    };
+    Ok(rule)
+}
+
+fn compile(rules: &[RuleConfig], default_action: DefaultAction) -> Result<RuleSet, AdminError> {
+    RuleSet::compile(rules, default_action).map_err(|errors| {
+        let field = errors.first().map(|e| e.field.clone()).unwrap_or_default();
+        let message = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        AdminError::Invalid { field, message }
+    })
+}
+
+/// A rule as the API shows it: the secret replaced by `******`.
+pub fn redact(rule: &RuleConfig) -> RuleConfig {
+    let mut r = rule.clone();
+    r.client_secret = Some(REDACTED.into());
+    r.client_secret_file = None;
+    r
+}

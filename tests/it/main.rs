@@ -1,0 +1,11 @@
+//! The integration suite, as one test binary (one build and one link instead of one per file):
+//! the in-process IdP (`support`), the whole server on loopback (`harness`), and the scenarios.
+
+mod harness;
+mod support;
+
+mod bearer_tokens;
+mod cli;
+mod endpoints;
+mod idp_selftest;
+mod login_flow;
