@@ -41,15 +41,19 @@ pub fn router(admin: Arc<RuleAdmin>, token: &str) -> Router {
         .route("/api/v1/rules/{name}/disable", post(disable))
         .route("/api/v1/rules/{name}/conditions", post(add_condition))
         .route("/api/v1/explain", get(explain))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API endpoint", None) })
+        .route(
+            "/api/v1/{*rest}",
+            axum::routing::any(|| async { error(StatusCode::NOT_FOUND, "no such API endpoint", None) }),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state.clone());
     let grpc = crate::admin_grpc::routes(admin, state.token.clone());
+    // Anything else is gRPC (the rule service and reflection), which has its own fallback.
     Router::new()
         .route("/", get(|| async { Html(CONSOLE_HTML) }))
         .merge(api)
-        .merge(grpc)
+        .fallback_service(grpc)
 }
 
 fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {

@@ -4,8 +4,10 @@
 mod harness;
 mod support;
 
+mod admin_api;
 mod bearer_tokens;
 mod cli;
+mod crash_safety;
 mod endpoints;
 mod idp_selftest;
 mod login_flow;
