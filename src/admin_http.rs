@@ -102,17 +102,28 @@ async fn require_token(
     next.run(request).await
 }
 
+/// A body that is not the expected JSON: 400 naming the field.
+struct BadBody {
+    message: String,
+    field: Option<String>,
+}
+
+impl IntoResponse for BadBody {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, &self.message, self.field.as_deref())
+    }
+}
+
 /// Parses a JSON body, naming the offending field on error.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, BadBody> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { None } else { Some(path) };
-        error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid JSON body: {}", e.inner()),
-            field.as_deref(),
-        )
+        BadBody {
+            message: format!("invalid JSON body: {}", e.inner()),
+            field,
+        }
     })
 }
 
@@ -139,7 +150,7 @@ async fn get_rule(State(s): State<AdminState>, Path(name): Path<String>) -> Resp
 async fn create(State(s): State<AdminState>, body: Bytes) -> Response {
     let rule: RuleConfig = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let admin = s.admin.clone();
     match blocking(move || admin.create(rule)).await {
@@ -151,7 +162,7 @@ async fn create(State(s): State<AdminState>, body: Bytes) -> Response {
 async fn update(State(s): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
     let rule: RuleConfig = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let admin = s.admin.clone();
     match blocking(move || admin.update(&name, rule)).await {
@@ -179,7 +190,7 @@ async fn disable(State(s): State<AdminState>, Path(name): Path<String>) -> Respo
 async fn add_condition(State(s): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
     let condition: ConditionConfig = match parse(&body) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let admin = s.admin.clone();
     match blocking(move || admin.add_condition(&name, condition)).await {

@@ -24,7 +24,7 @@ fn config(store: &str) -> String {
         .replace("session:", &format!("server:\n  admin_token: {TOKEN}\nsession:"))
 }
 
-async fn stack_with_store(store: &PathBuf) -> Stack {
+async fn stack_with_store(store: &std::path::Path) -> Stack {
     let idp = TestIdp::start(IdpOptions::default()).await;
     let s = Stack::start(idp, &config(&format!("file:{}", store.display()))).await;
     s.wait_ready().await;
