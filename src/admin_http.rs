@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -45,15 +46,52 @@ pub fn router(admin: Arc<RuleAdmin>, token: &str) -> Router {
             "/api/v1/{*rest}",
             axum::routing::any(|| async { error(StatusCode::NOT_FOUND, "no such API endpoint", None) }),
         )
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+                None,
+            )
+        })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state.clone());
-    let grpc = crate::admin_grpc::routes(admin, state.token.clone());
-    // Anything else is gRPC (the rule service and reflection), which has its own fallback.
-    Router::new()
-        .route("/", get(|| async { Html(CONSOLE_HTML) }))
+    // The gRPC routes (rule service, reflection), the console and the REST API; the gRPC
+    // router's own catch-all is replaced so that unknown paths answer a plain 404.
+    crate::admin_grpc::routes(admin, state.token.clone())
+        .route("/", get(console))
         .merge(api)
-        .fallback_service(grpc)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found", None) })
+}
+
+/// The console page, with headers that keep it from being framed or sniffed.
+async fn console() -> Response {
+    let mut r = Html(CONSOLE_HTML).into_response();
+    let h = r.headers_mut();
+    h.insert("x-frame-options", axum::http::HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        axum::http::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(
+        "x-content-type-options",
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    h.insert("cache-control", axum::http::HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A body that could not be read (too large: 413) as a JSON error.
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the request body is larger than {MAX_BODY} bytes")
+        } else {
+            rejection.body_text()
+        };
+        error(status, &message, None)
+    })
 }
 
 fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
@@ -117,14 +155,30 @@ impl IntoResponse for BadBody {
 /// Parses a JSON body, naming the offending field on error.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, BadBody> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { None } else { Some(path) };
+        let message = e.inner().to_string();
+        // A missing field is reported at its parent; name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string);
+        let field = match (path.as_str(), missing) {
+            (".", None) => None,
+            (".", Some(m)) => Some(m),
+            (p, Some(m)) => Some(format!("{p}.{m}")),
+            (p, None) => Some(p.to_string()),
+        };
         BadBody {
-            message: format!("invalid JSON body: {}", e.inner()),
+            message: format!("invalid JSON body: {message}"),
             field,
         }
-    })
+    })?;
+    de.end().map_err(|e| BadBody {
+        message: format!("invalid JSON body: {e}"),
+        field: None,
+    })?;
+    Ok(value)
 }
 
 /// Runs a blocking store operation (fsync) off the async workers.
@@ -147,7 +201,11 @@ async fn get_rule(State(s): State<AdminState>, Path(name): Path<String>) -> Resp
     }
 }
 
-async fn create(State(s): State<AdminState>, body: Bytes) -> Response {
+async fn create(State(s): State<AdminState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match read_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let rule: RuleConfig = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),
@@ -159,7 +217,15 @@ async fn create(State(s): State<AdminState>, body: Bytes) -> Response {
     }
 }
 
-async fn update(State(s): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn update(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match read_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let rule: RuleConfig = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),
@@ -187,7 +253,15 @@ async fn disable(State(s): State<AdminState>, Path(name): Path<String>) -> Respo
     set_enabled(s, name, false).await
 }
 
-async fn add_condition(State(s): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn add_condition(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match read_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let condition: ConditionConfig = match parse(&body) {
         Ok(c) => c,
         Err(r) => return r.into_response(),

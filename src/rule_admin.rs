@@ -168,10 +168,11 @@ impl RuleAdmin {
                 .iter()
                 .position(|r| r.name == name)
                 .ok_or_else(|| AdminError::NotFound(name.into()))?;
-            if new_name != name && rules.iter().any(|r| r.name == new_name) {
-                return Err(AdminError::Conflict(format!(
-                    "a rule named `{new_name}` already exists"
-                )));
+            if new_name != name {
+                return Err(AdminError::invalid(
+                    "name",
+                    format!("a rule cannot be renamed (`{name}` to `{new_name}`): create a new rule instead"),
+                ));
             }
             let stored = rules[i].client_secret.clone();
             rules[i] = normalize_incoming(rule, stored)?;

@@ -439,3 +439,66 @@ async fn the_grpc_admin_service_offers_the_same_operations() {
         r
     }
 }
+
+#[tokio::test]
+async fn every_error_is_json_and_unknown_paths_are_404() {
+    let store = store_path("errors");
+    let s = stack_with_store(&store).await;
+    let auth = format!("Bearer {TOKEN}");
+    let big = vec![b' '; 70 * 1024];
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (
+            client()
+                .post(s.admin_url("/api/v1/rules"))
+                .header("authorization", &auth)
+                .body(big),
+            413,
+        ),
+        (
+            client()
+                .patch(s.admin_url("/api/v1/rules"))
+                .header("authorization", &auth),
+            405,
+        ),
+        (
+            client()
+                .get(s.admin_url("/api/v1/nothing"))
+                .header("authorization", &auth),
+            404,
+        ),
+        (client().get(s.admin_url("/foo")), 404),
+        (
+            client()
+                .post(s.admin_url("/api/v1/rules"))
+                .header("authorization", &auth)
+                .body("{\"name\": \"x\"}"),
+            400,
+        ),
+        (
+            client()
+                .post(s.admin_url("/api/v1/rules"))
+                .header("authorization", &auth)
+                .body("{} trailing"),
+            400,
+        ),
+    ];
+    for (req, status) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status);
+        let body: Value = r.json().await.expect("a JSON error body");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    }
+    let (_, e) = call(&s, "POST", "/api/v1/rules", Some(json!({"name": "x"}))).await;
+    assert_eq!(e["field"], "issuer", "a missing field is named");
+    let mut renamed = new_rule("corp2", &s.idp.issuer());
+    renamed["name"] = json!("corp2");
+    let (st, e) = call(&s, "PUT", "/api/v1/rules/corp", Some(renamed)).await;
+    assert_eq!(
+        (st, e["field"].as_str()),
+        (400, Some("name")),
+        "no silent renames"
+    );
+    let page = client().get(s.admin_url("/")).send().await.unwrap();
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    s.stop().await;
+}
