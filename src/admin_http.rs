@@ -82,7 +82,7 @@ async fn console() -> Response {
 }
 
 /// A body that could not be read (too large: 413) as a JSON error.
-fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, BadBody> {
     body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -90,7 +90,11 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
         } else {
             rejection.body_text()
         };
-        error(status, &message, None)
+        BadBody {
+            status,
+            message,
+            field: None,
+        }
     })
 }
 
@@ -140,15 +144,16 @@ async fn require_token(
     next.run(request).await
 }
 
-/// A body that is not the expected JSON: 400 naming the field.
+/// A body that cannot be used: too large (413), or not the expected JSON (400, naming the field).
 struct BadBody {
+    status: StatusCode,
     message: String,
     field: Option<String>,
 }
 
 impl IntoResponse for BadBody {
     fn into_response(self) -> Response {
-        error(StatusCode::BAD_REQUEST, &self.message, self.field.as_deref())
+        error(self.status, &self.message, self.field.as_deref())
     }
 }
 
@@ -170,11 +175,13 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, BadBody> {
             (p, None) => Some(p.to_string()),
         };
         BadBody {
+            status: StatusCode::BAD_REQUEST,
             message: format!("invalid JSON body: {message}"),
             field,
         }
     })?;
     de.end().map_err(|e| BadBody {
+        status: StatusCode::BAD_REQUEST,
         message: format!("invalid JSON body: {e}"),
         field: None,
     })?;
@@ -204,7 +211,7 @@ async fn get_rule(State(s): State<AdminState>, Path(name): Path<String>) -> Resp
 async fn create(State(s): State<AdminState>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match read_body(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let rule: RuleConfig = match parse(&body) {
         Ok(r) => r,
@@ -224,7 +231,7 @@ async fn update(
 ) -> Response {
     let body = match read_body(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let rule: RuleConfig = match parse(&body) {
         Ok(r) => r,
@@ -260,7 +267,7 @@ async fn add_condition(
 ) -> Response {
     let body = match read_body(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let condition: ConditionConfig = match parse(&body) {
         Ok(c) => c,
