@@ -59,6 +59,16 @@ pub enum Verdict {
     Deny(Reply),
 }
 
+/// Whether a client-sent header name is (or could be read by a backend as) one of ours. Many
+/// frameworks (CGI, Django, PHP) treat `_` like `-`, so `x_auth_request_user` counts too.
+pub fn is_identity_header(name: &str) -> bool {
+    name.len() > IDENTITY_PREFIX.len()
+        && name
+            .bytes()
+            .zip(IDENTITY_PREFIX.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
 /// A request is a browser navigation when it is GET/HEAD, accepts HTML and is not XHR.
 pub fn is_browser_navigation(method: &str, accept: Option<&str>, requested_with: Option<&str>) -> bool {
     (method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD"))
@@ -75,11 +85,8 @@ pub async fn authorize(app: &App, req: RequestFacts<'_>, now: u64) -> Verdict {
     let spoofed: Vec<String> = req
         .headers
         .keys()
-        .filter(|n| {
-            n.len() > IDENTITY_PREFIX.len()
-                && n[..IDENTITY_PREFIX.len()].eq_ignore_ascii_case(IDENTITY_PREFIX)
-        })
-        .map(|n| n.to_ascii_lowercase())
+        .filter(|n| is_identity_header(n))
+        .cloned()
         .collect();
 
     let rules = app.rules.load();

@@ -280,6 +280,11 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
             .write_session(&session, rule.cookie_domain.as_deref(), present.into_iter(), now);
     set.extend(clear_login);
     tracing::info!(rule = %rule.name, "login completed");
+    if app.sessions.same_site() == crate::config::SameSite::Strict {
+        // The redirect chain started at the IdP, so a browser would not send a Strict cookie on
+        // a 302 to the original URL: continue with a same-site navigation instead.
+        return Reply::continue_to(&login.url, set);
+    }
     Reply::redirect(&login.url, set)
 }
 

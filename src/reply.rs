@@ -37,6 +37,19 @@ impl Reply {
         r
     }
 
+    /// 200 with a page that moves the browser on to `location` itself (a same-site
+    /// navigation, so `SameSite=Strict` cookies are sent), setting `cookies`.
+    pub fn continue_to(location: &str, cookies: Vec<String>) -> Reply {
+        let href = escape(location);
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={href}\">\
+             <title>Signed in</title></head><body><p>Signed in. <a href=\"{href}\">Continue</a></p></body></html>"
+        );
+        let mut r = Reply::new(200, "text/html; charset=utf-8", body);
+        r.add_cookies(cookies);
+        r
+    }
+
     pub fn json(status: u16, value: serde_json::Value) -> Reply {
         Reply::new(status, "application/json", value.to_string())
     }

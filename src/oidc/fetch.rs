@@ -23,6 +23,9 @@ pub fn client() -> reqwest::Client {
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(8))
         .redirect(reqwest::redirect::Policy::limited(3))
+        // IdPs close idle connections after a few seconds (Node: 5 s); reusing one that is
+        // being closed fails the request, so do not keep them longer than that.
+        .pool_idle_timeout(Duration::from_secs(2))
         .user_agent(concat!("oidc-authz/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default()

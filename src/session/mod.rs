@@ -68,6 +68,10 @@ impl SessionCodec {
         }
     }
 
+    pub fn same_site(&self) -> crate::config::SameSite {
+        self.same_site
+    }
+
     pub fn attrs(&self, domain: Option<&str>) -> CookieAttrs {
         CookieAttrs {
             secure: self.secure,

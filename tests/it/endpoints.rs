@@ -327,3 +327,19 @@ async fn metrics_count_decisions() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn identity_headers_spelled_with_underscores_are_removed_too() {
+    let s = stack().await;
+    let a = s
+        .check(
+            Req::browser("https://app1.example.test/public/x")
+                .header("x_auth_request_user", "mallory")
+                .header("x-auth_request-groups", "admins"),
+        )
+        .await;
+    assert!(a.is_allow());
+    assert!(a.removed().contains(&"x_auth_request_user".to_string()));
+    assert!(a.removed().contains(&"x-auth_request-groups".to_string()));
+    s.stop().await;
+}

@@ -445,3 +445,32 @@ async fn a_large_session_is_chunked_and_still_works() {
     assert!(a.removed().contains(&"cookie".to_string()));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn with_same_site_strict_the_callback_continues_with_a_same_site_navigation() {
+    let idp = TestIdp::start(IdpOptions::default()).await;
+    let cfg = BASIC_CONFIG.replace("  secure: true", "  secure: true\n  same_site: strict");
+    let s = Stack::start(idp, &cfg).await;
+    s.wait_ready().await;
+    let mut jar = Jar::default();
+    let done = login_via_check(&s, "https://app1.example.test/deep?x=1", &mut jar).await;
+    assert_eq!(
+        done.status(),
+        200,
+        "a page, not a cross-site 302 that would drop the cookie"
+    );
+    assert!(
+        done.body().contains("url=https://app1.example.test/deep?x=1"),
+        "{}",
+        done.body()
+    );
+    assert!(done
+        .set_cookies()
+        .iter()
+        .any(|c| c.starts_with("_oidc_authz=") && c.contains("SameSite=Strict")));
+    assert!(s
+        .check(Req::browser("https://app1.example.test/deep").cookies(&jar))
+        .await
+        .is_allow());
+    s.stop().await;
+}

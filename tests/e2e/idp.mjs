@@ -1,0 +1,260 @@
+// The development OpenID Provider of the end-to-end suite and of `make demo`: the certified
+// `oidc-provider` package with its built-in (development) login and consent pages.
+//
+//   node tests/e2e/idp.mjs --port 3000 --client-secret S --app-origin http://app1.example.test:8080 \
+//        [--redirect-origin http://admin.example.test:8080 ...]
+//
+// prints one JSON line {"ready":true,"issuer":…,"kid":…} on stdout once it listens, and stops on
+// SIGTERM/SIGINT. A line `arm exit|freeze|dropreused` on stdin is a test hook (see startIdp).
+// Every start generates a fresh RSA signing key with a fresh `kid`, so a restart is a key
+// rotation (the in-memory adapter also forgets sessions and grants, as a real restart
+// of a development IdP would).
+//
+// Clients:
+//   - `gateway` (oidc-authz): confidential (client_secret_basic), authorization code with PKCE
+//     required, refresh tokens, RP-initiated logout back to the app origin;
+//   - `api-client`: client_credentials, gets JWT access tokens for the resource
+//     https://api.example.test (audience of the same name), as a machine-to-machine API caller.
+//
+// Users: the development login page accepts any login and any password; the login becomes
+// `sub` and `preferred_username`, `<login>@example.test` the email, and the groups are
+// ["users"] (plus "admins" for the login `admin`, and 120 more for logins starting with
+// `many-groups`).
+
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { parseArgs } from 'node:util';
+
+import Provider from 'oidc-provider';
+
+export const API_RESOURCE = 'https://api.example.test';
+
+/** A fresh RS256 signing key as a private JWK, with a fresh kid. */
+export function freshSigningKey() {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: `e2e-${randomUUID()}`, alg: 'RS256', use: 'sig' };
+}
+
+/**
+ * The claims of a development user. A login that starts with `many-groups` belongs to 120
+ * long-named groups: its tokens, and so its gateway session, are far above one cookie's 4 KB.
+ */
+export function userClaims(login) {
+  let groups = login === 'admin' ? ['users', 'admins'] : ['users'];
+  if (login.startsWith('many-groups')) {
+    groups = [...groups, ...Array.from({ length: 120 }, (_, i) => `team-${String(i).padStart(3, '0')}-with-a-rather-long-group-name`)];
+  }
+  return {
+    sub: login,
+    email: `${login}@example.test`,
+    email_verified: true,
+    preferred_username: login,
+    name: login.charAt(0).toUpperCase() + login.slice(1),
+    groups,
+  };
+}
+
+/**
+ * Builds the provider. `appOrigins`: the origins (scheme://host:port) whose
+ * /oauth2/callback is a registered redirect URI; the first is also the post-logout target.
+ */
+export function createProvider({ issuer, clientSecret, appOrigins, apiClientSecret, key }) {
+  const signingKey = key ?? freshSigningKey();
+  const configuration = {
+    clients: [
+      {
+        client_id: 'gateway',
+        client_secret: clientSecret,
+        client_name: 'oidc-authz e2e gateway',
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: appOrigins.map((o) => `${o}/oauth2/callback`),
+        post_logout_redirect_uris: appOrigins.map((o) => `${o}/`),
+      },
+      {
+        client_id: 'api-client',
+        client_secret: apiClientSecret ?? `${clientSecret}-api`,
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+      },
+    ],
+    jwks: { keys: [signingKey] },
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', 'api:read'],
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['preferred_username', 'name'],
+      groups: ['groups'],
+    },
+    // The gateway reads the identity from the ID token: put the scope's claims there too,
+    // not only at the userinfo endpoint.
+    conformIdTokenClaims: false,
+    pkce: { required: () => true },
+    // Refresh tokens for the gateway whenever it may use them (not only with offline_access).
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    async findAccount(_ctx, sub) {
+      return {
+        accountId: sub,
+        async claims() {
+          return userClaims(sub);
+        },
+      };
+    },
+    features: {
+      devInteractions: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async (_ctx, client, oneOf) =>
+          oneOf ?? (client.clientId === 'api-client' ? API_RESOURCE : undefined),
+        useGrantedResource: async () => false,
+        getResourceServerInfo: async (_ctx, resource) => {
+          if (resource !== API_RESOURCE) throw new Provider.errors.InvalidTarget();
+          return {
+            scope: 'api:read',
+            audience: API_RESOURCE,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: 600,
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
+      },
+    },
+    ttl: {
+      // Short enough for tests, long enough for a demo session.
+      IdToken: 3600,
+      AccessToken: 3600,
+      Session: 3600,
+      Interaction: 600,
+      Grant: 3600,
+      RefreshToken: 24 * 3600,
+    },
+    cookies: { keys: [randomUUID()] },
+  };
+  const provider = new Provider(issuer, configuration);
+  // oidc-authz and the browser reach the IdP directly over plain http on loopback.
+  provider.proxy = false;
+  return { provider, kid: signingKey.kid };
+}
+
+/**
+ * Starts the IdP; resolves to { issuer, kid, close(), arm(action) }. `arm(action)` is a test
+ * hook. Right after the IdP has sent its next redirect to an /oauth2/callback (the end of a
+ * sign-in at the IdP), that is just before the gateway exchanges the code,
+ *   - `exit`: the process exits;
+ *   - `freeze`: it stops itself (SIGSTOP): connections are accepted but never answered, until
+ *     SIGCONT.
+ * And for the next token request:
+ *   - `dropreused`: if it arrives on a kept-alive connection (one that served a request before),
+ *     the connection is closed without an answer, as when the server's keep-alive timer fires
+ *     just as the request arrives (every HTTP server closes idle connections: Node.js after 5 s).
+ *     On a new connection it is answered normally.
+ */
+export async function startIdp({ host = '127.0.0.1', port, clientSecret, appOrigins, apiClientSecret }) {
+  const issuer = `http://${host}:${port}`;
+  const { provider, kid } = createProvider({ issuer, clientSecret, appOrigins, apiClientSecret });
+  let armed = null;
+  const served = new WeakMap(); // socket -> requests served on it (keep-alive reuse)
+  provider.use(async (ctx, next) => {
+    const socket = ctx.req.socket;
+    const before = served.get(socket) ?? 0;
+    served.set(socket, before + 1);
+    if (armed === 'dropreused' && ctx.method === 'POST' && ctx.path === '/token') {
+      armed = null;
+      if (before > 0) {
+        // The keep-alive timer fired as the request arrived: the connection closes unanswered.
+        console.log(JSON.stringify({ dropped: 'token request on a reused connection' }));
+        socket.destroy();
+        return;
+      }
+      console.log(JSON.stringify({ fresh: 'token request on a new connection' }));
+    }
+    await next();
+    const location = ctx.response.get('location');
+    if ((armed === 'exit' || armed === 'freeze') && ctx.status >= 300 && ctx.status < 400 && location.includes('/oauth2/callback?')) {
+      const action = armed;
+      armed = null;
+      ctx.res.once('finish', () => {
+        if (action === 'exit') {
+          console.log(JSON.stringify({ exiting: true }));
+          server.close();
+          server.closeAllConnections?.();
+          setImmediate(() => process.exit(0));
+        } else {
+          // Connections, idle or not, stay open: whatever the gateway sends is never answered.
+          console.log(JSON.stringify({ frozen: true }));
+          process.kill(process.pid, 'SIGSTOP');
+        }
+      });
+    }
+  });
+  const server = await new Promise((resolve, reject) => {
+    const s = provider.listen(port, host, () => resolve(s));
+    s.on('error', reject);
+  });
+  return {
+    issuer,
+    kid,
+    arm: (action) => {
+      if (!['exit', 'freeze', 'dropreused'].includes(action)) throw new Error(`unknown action ${action}`);
+      armed = action;
+    },
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      }),
+  };
+}
+
+// Run as a program.
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values } = parseArgs({
+    options: {
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string' },
+      'client-secret': { type: 'string' },
+      'api-client-secret': { type: 'string' },
+      'app-origin': { type: 'string', multiple: true },
+    },
+  });
+  if (!values.port || !values['client-secret'] || !values['app-origin']?.length) {
+    console.error('usage: idp.mjs --port N --client-secret S --app-origin http://app.example.test:8080 [--app-origin …]');
+    process.exit(2);
+  }
+  const idp = await startIdp({
+    host: values.host,
+    port: Number(values.port),
+    clientSecret: values['client-secret'],
+    apiClientSecret: values['api-client-secret'],
+    appOrigins: values['app-origin'],
+  });
+  console.log(JSON.stringify({ ready: true, issuer: idp.issuer, kid: idp.kid }));
+  // Test hook (see startIdp): a line `arm exit`, `arm freeze` or `arm dropreused` on stdin.
+  process.stdin.setEncoding('utf8');
+  let pending = '';
+  process.stdin.on('data', (chunk) => {
+    pending += chunk;
+    let nl;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl).trim();
+      pending = pending.slice(nl + 1);
+      const m = /^arm (exit|freeze|dropreused)$/.exec(line);
+      if (m) {
+        idp.arm(m[1]);
+        console.log(JSON.stringify({ armed: m[1] }));
+      }
+    }
+  });
+  process.stdin.on('error', () => {});
+  const stop = async () => {
+    await idp.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
