@@ -67,8 +67,9 @@ pub async fn exchange_code(
     let req = req
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body);
-    // A pooled connection the IdP closed at that very moment fails before any answer: try once
-    // more on a fresh connection. (Had the IdP used the code, the retry gets invalid_grant.)
+    // A pooled connection the IdP closed at that very moment fails at once, before any answer:
+    // try once more on a fresh connection. (Had the IdP used the code, the retry gets
+    // invalid_grant.) A timeout is not retried: the user has waited long enough.
     let retry = req.try_clone();
     match (fetch::json(req, &meta.token_endpoint).await, retry) {
         (Err(FetchError::Unreachable { .. }), Some(again)) => fetch::json(again, &meta.token_endpoint).await,

@@ -10,6 +10,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub enum FetchError {
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("{url} did not answer in time")]
+    TimedOut { url: String },
     #[error("{url} answered HTTP {status}")]
     Status { url: String, status: u16, body: String },
     #[error("{url} answered more than {MAX_BODY} bytes")]
@@ -36,9 +38,15 @@ pub async fn json<T: serde::de::DeserializeOwned>(
     req: reqwest::RequestBuilder,
     url: &str,
 ) -> Result<T, FetchError> {
-    let unreachable = |e: reqwest::Error| FetchError::Unreachable {
-        url: url.to_string(),
-        reason: e.to_string(),
+    let unreachable = |e: reqwest::Error| {
+        if e.is_timeout() {
+            FetchError::TimedOut { url: url.to_string() }
+        } else {
+            FetchError::Unreachable {
+                url: url.to_string(),
+                reason: e.to_string(),
+            }
+        }
     };
     let mut resp = req.send().await.map_err(unreachable)?;
     let status = resp.status();
