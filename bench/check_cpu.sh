@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# CPU per ext_authz `Check` decision on the valid-session path, as a ratio to a floor: a
+# do-nothing tonic `Check` server (examples/bench_noop_check.rs) driven by the same load, in the
+# same run. DESIGN.md "Performance": oidc-authz / floor <= 1.25.
+#
+# Everything runs on loopback. The IdP (http://127.0.0.1:1) is down on purpose: the session path
+# must not need it. Every wait and every load run is bounded; every process started here is
+# stopped on exit.
+#
+# Knobs (environment):
+#   N=50000          requests per measured run
+#   ROUNDS=3         rounds; each round runs every server once, alternating
+#   CONNS=4 STREAMS=8  h2load -c / -m (4 connections x 8 concurrent streams)
+#   WARMUP=3000      unmeasured requests per server before the rounds
+#   RPS=             if set (requests/s per connection, h2load --rps), run the rounds again
+#                    paced at CONNS*RPS req/s, so both servers carry the same load
+#   PACED_N=         requests per paced run (default: N)
+#   NODELAY_SHIM=0   1 = also measure oidc-authz with TCP_NODELAY forced on its accepted sockets
+#                    (LD_PRELOAD of bench/nodelay_shim.c; diagnostic, needs a C compiler)
+#   DECIDE=1         1 = finish with examples/bench_decide (in-process cost of the hot-path pieces)
+#   RUN_TIMEOUT=300  seconds allowed per h2load run;  BUILD_TIMEOUT=1800 for cargo
+#   SKIP_BUILD=0     1 = use the binaries already in target/release
+#   STRICT=0         1 = exit 1 when the median ratio misses the 1.25 target
+#   KEEP=0           1 = keep the work directory (config, logs, request file, results)
+set -euo pipefail
+
+N=${N:-50000}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-4}
+STREAMS=${STREAMS:-8}
+WARMUP=${WARMUP:-3000}
+RPS=${RPS:-}
+PACED_N=${PACED_N:-$N}
+NODELAY_SHIM=${NODELAY_SHIM:-0}
+RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
+SKIP_BUILD=${SKIP_BUILD:-0}
+STRICT=${STRICT:-0}
+KEEP=${KEEP:-0}
+DECIDE=${DECIDE:-1}
+TARGET_RATIO=1.25
+URL='https://app.bench.test/dashboard?tab=overview'
+CHECK_PATH=/envoy.service.auth.v3.Authorization/Check
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REL="$ROOT/target/release"
+WORK=$(mktemp -d /tmp/oidc-authz-bench.XXXXXX)
+PIDS=()
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [[ $KEEP == 1 || $rc != 0 ]]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools and build
+command -v curl >/dev/null || die "curl is required"
+if ! command -v h2load >/dev/null; then
+    log "installing h2load (nghttp2-client)"
+    timeout 600 apt-get install -y nghttp2-client >/dev/null 2>&1 ||
+        { timeout 300 apt-get update >/dev/null 2>&1 &&
+          timeout 600 apt-get install -y nghttp2-client >/dev/null 2>&1; } ||
+        die "cannot install nghttp2-client (h2load)"
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building (cargo build --release --bin oidc-authz --examples)"
+    (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --bin oidc-authz --examples) ||
+        die "build failed"
+fi
+for b in "$REL/oidc-authz" "$REL/examples/bench_noop_check" "$REL/examples/bench_request" \
+    "$REL/examples/bench_decide"; do
+    [[ -x $b ]] || die "missing $b (build first)"
+done
+SHIM=
+if [[ $NODELAY_SHIM == 1 ]]; then
+    SHIM="$WORK/nodelay_shim.so"
+    cc -shared -fPIC -O2 -o "$SHIM" "$ROOT/bench/nodelay_shim.c" -ldl || die "cannot build the shim"
+fi
+
+# ---------------------------------------------------------------- ports and config
+free_ports() { # prints $1 free loopback TCP ports
+    if command -v python3 >/dev/null; then
+        python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+    else
+        local out=() p
+        while ((${#out[@]} < $1)); do
+            p=$((20000 + RANDOM % 30000))
+            ss -Htln "sport = :$p" | grep -q . || [[ " ${out[*]} " == *" $p "* ]] || out+=("$p")
+        done
+        echo "${out[*]}"
+    fi
+}
+read -r GRPC HTTP ADMIN NOOP GRPC2 HTTP2 <<<"$(free_ports 6)"
+
+write_config() { # grpc_port http_port file
+    cat >"$3" <<EOF
+# Written by bench/check_cpu.sh. The issuer is on a closed loopback port: the IdP is DOWN.
+server:
+  grpc_listen: 127.0.0.1:$1
+  http_listen: 127.0.0.1:$2
+  admin_listen: 127.0.0.1:$ADMIN
+session:
+  secrets: ["bench-only-secret-bench-only-secret-0123456789"]
+  store: cookie
+  cookie_name: _oidc_authz
+  max_lifetime: 24h
+rules_store: inline
+default_action: deny
+rules:
+  - name: bench
+    issuer: http://127.0.0.1:1
+    redirect_url: https://app.bench.test/oauth2/callback
+    client_id: gateway
+    client_secret: bench-client-secret
+    cookie_domain: .bench.test
+    scope: openid;email;profile
+    domains: ["*.bench.test", "bench.test"]
+    authorization:
+      mode: whitelist
+      conditions:
+        - { path: /public/, match: prefix }
+        - { domain: "app.bench.test", path: /healthz, match: exact }
+        - { path: "/static/.*\\\\.(css|js)", match: regex }
+        - { domain: "docs.bench.test", path: /, match: prefix }
+    upstream_token: id_token
+    allowed: { email_domains: [example.com] }
+EOF
+}
+CONFIG="$WORK/oidc-authz.yaml"
+write_config "$GRPC" "$HTTP" "$CONFIG"
+"$REL/oidc-authz" validate --config "$CONFIG" >/dev/null || die "the bench config is invalid"
+
+# ---------------------------------------------------------------- servers
+wait_port() { # port seconds
+    local i
+    for i in $(seq 1 $(($2 * 10))); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+"$REL/examples/bench_noop_check" "127.0.0.1:$NOOP" >"$WORK/noop.log" 2>&1 &
+NOOP_PID=$!; PIDS+=("$NOOP_PID")
+"$REL/oidc-authz" serve --config "$CONFIG" >"$WORK/oidc-authz.log" 2>&1 &
+AUTHZ_PID=$!; PIDS+=("$AUTHZ_PID")
+wait_port "$NOOP" 20 || die "noop server did not listen (see $WORK/noop.log)"
+wait_port "$GRPC" 20 || die "oidc-authz did not listen (see $WORK/oidc-authz.log)"
+wait_port "$HTTP" 20 || die "oidc-authz HTTP listener did not listen"
+
+SERVERS=(noop oidc-authz)
+declare -A PID_OF=([noop]=$NOOP_PID [oidc-authz]=$AUTHZ_PID)
+declare -A PORT_OF=([noop]=$NOOP [oidc-authz]=$GRPC)
+declare -A METRICS_OF=([oidc-authz]=$HTTP)
+if [[ -n $SHIM ]]; then
+    CONFIG2="$WORK/oidc-authz-nodelay.yaml"
+    write_config "$GRPC2" "$HTTP2" "$CONFIG2"
+    LD_PRELOAD="$SHIM" "$REL/oidc-authz" serve --config "$CONFIG2" >"$WORK/oidc-authz-nodelay.log" 2>&1 &
+    PID_OF[oidc-authz+nodelay]=$!; PIDS+=("$!")
+    PORT_OF[oidc-authz+nodelay]=$GRPC2
+    METRICS_OF[oidc-authz+nodelay]=$HTTP2
+    { wait_port "$GRPC2" 20 && wait_port "$HTTP2" 20; } || die "oidc-authz (nodelay) did not listen"
+    SERVERS+=(oidc-authz+nodelay)
+fi
+
+# ---------------------------------------------------------------- the request
+REQ="$WORK/check_request.grpc"
+REQ_INFO=$("$REL/examples/bench_request" "$CONFIG" "$URL" "$REQ") || die "bench_request failed"
+log "request: $REQ_INFO"
+
+# ---------------------------------------------------------------- helpers
+cpu_ticks() { # utime + stime of the whole process (all threads), in clock ticks
+    local s
+    s=$(<"/proc/$1/stat") || return 1
+    s=${s##*) } # fields after "(comm)": state is field 3, utime 14, stime 15
+    # shellcheck disable=SC2086
+    set -- $s
+    echo $((${12} + ${13}))
+}
+
+allow_session() { # metrics_port -> value of oidc_authz_check_total{outcome="allow_session"}
+    curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" |
+        awk '/^oidc_authz_check_total\{outcome="allow_session"\}/ {print $2; f=1} END {if (!f) exit 1}'
+}
+
+check_outcomes() { # metrics_port -> all check_total lines, compact
+    curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" |
+        awk -F'[{}"]' '/^oidc_authz_check_total\{/ {split($0, v, " "); printf "%s=%s ", $3, v[2]}'
+}
+
+grpc_once() { # port out_body -> prints curl's response headers and trailers
+    curl -sS --max-time 10 --http2-prior-knowledge -v -o "$2" \
+        -H 'content-type: application/grpc' -H 'te: trailers' \
+        --data-binary "@$REQ" "http://127.0.0.1:$1$CHECK_PATH" 2>&1 | grep '^< ' || true
+}
+
+h2load_run() { # port n [rps] -> h2load output
+    local extra=()
+    if [[ -n ${3:-} ]]; then extra=(--rps="$3"); fi
+    timeout "$RUN_TIMEOUT" h2load -n "$2" -c "$CONNS" -m "$STREAMS" -t 1 "${extra[@]}" \
+        --data="$REQ" -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://127.0.0.1:$1$CHECK_PATH"
+}
+
+# ---------------------------------------------------------------- decision check
+for s in "${SERVERS[@]}"; do
+    port=${PORT_OF[$s]}
+    before=
+    if [[ -n ${METRICS_OF[$s]:-} ]]; then before=$(allow_session "${METRICS_OF[$s]}"); fi
+    hdrs=$(grpc_once "$port" "$WORK/response.$s.bin")
+    grep -q '^< HTTP/2 200' <<<"$hdrs" || die "$s: no HTTP/2 200: $hdrs"
+    grep -qi '^< grpc-status: 0' <<<"$hdrs" || die "$s: no grpc-status 0: $hdrs"
+    if [[ -n $before ]]; then
+        after=$(allow_session "${METRICS_OF[$s]}")
+        ((after == before + 1)) ||
+            die "$s: allow_session went $before -> $after; the session path was not taken ($(check_outcomes "${METRICS_OF[$s]}"))"
+        grep -aq 'x-auth-request-user' "$WORK/response.$s.bin" ||
+            die "$s: the CheckResponse carries no identity header"
+        log "$s: HTTP 200, grpc-status 0, allow_session +1, identity headers present"
+    else
+        log "$s: HTTP 200, grpc-status 0"
+    fi
+done
+
+# ---------------------------------------------------------------- measurement
+RESULTS="$WORK/results.tsv"
+printf 'mode\tround\tserver\tn\tticks\tus_per_req\treq_per_s\n' >"$RESULTS"
+
+measure() { # mode round server n rps
+    local mode=$1 round=$2 s=$3 n=$4 rps=${5:-} pid=${PID_OF[$3]} t0 t1 out ok reqs us
+    t0=$(cpu_ticks "$pid") || die "$s is not running"
+    out=$(h2load_run "${PORT_OF[$s]}" "$n" "$rps") || die "$s: h2load failed or timed out: $out"
+    t1=$(cpu_ticks "$pid") || die "$s died during the run"
+    ok=$(sed -nE 's/^requests: .* ([0-9]+) succeeded, ([0-9]+) failed.*/\1 \2/p' <<<"$out")
+    [[ $ok == "$n 0" ]] || die "$s: not every request succeeded ($ok): $out"
+    grep -qE "^status codes: $n 2xx" <<<"$out" || die "$s: non-2xx responses: $out"
+    reqs=$(sed -nE 's/^finished in [^,]+, ([0-9.]+) req\/s.*/\1/p' <<<"$out")
+    us=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$round" "$s" "$n" $((t1 - t0)) "$us" "$reqs" >>"$RESULTS"
+    log "$mode round $round  $(printf '%-20s' "$s") $(printf '%7s' "$us") us CPU/req  $(printf '%9s' "$reqs") req/s  ($((t1 - t0)) ticks)"
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "warm-up: $WARMUP requests per server"
+for s in "${SERVERS[@]}"; do
+    h2load_run "${PORT_OF[$s]}" "$WARMUP" >/dev/null || die "$s: warm-up failed"
+done
+
+declare -A SESSION_BEFORE=()
+for s in "${SERVERS[@]}"; do
+    if [[ -n ${METRICS_OF[$s]:-} ]]; then SESSION_BEFORE[$s]=$(allow_session "${METRICS_OF[$s]}"); fi
+done
+
+MODES=(saturate)
+if [[ -n $RPS ]]; then MODES+=(paced); fi
+declare -A SENT=()
+for mode in "${MODES[@]}"; do
+    n=$N rps=
+    if [[ $mode == paced ]]; then n=$PACED_N rps=$RPS; fi
+    log "$mode: $ROUNDS rounds x ${#SERVERS[@]} servers x $n requests (h2load -c $CONNS -m $STREAMS -t 1${rps:+ --rps $rps})"
+    for round in $(seq 1 "$ROUNDS"); do
+        # Alternate the order, so neither server always runs first after the other.
+        order=("${SERVERS[@]}")
+        if ((round % 2 == 0)); then
+            order=()
+            for ((i = ${#SERVERS[@]} - 1; i >= 0; i--)); do order+=("${SERVERS[$i]}"); done
+        fi
+        for s in "${order[@]}"; do
+            measure "$mode" "$round" "$s" "$n" "$rps"
+            SENT[$s]=$((${SENT[$s]:-0} + n))
+        done
+    done
+done
+
+# Every measured request to oidc-authz must have been decided allow through the session.
+DECISIONS_OK=1
+for s in "${SERVERS[@]}"; do
+    [[ -n ${METRICS_OF[$s]:-} ]] || continue
+    after=$(allow_session "${METRICS_OF[$s]}")
+    delta=$((after - ${SESSION_BEFORE[$s]}))
+    if ((delta == ${SENT[$s]})); then
+        log "$s: allow_session +$delta for ${SENT[$s]} measured requests: every one decided allow (session)"
+    else
+        log "$s: allow_session +$delta for ${SENT[$s]} measured requests: MISMATCH ($(check_outcomes "${METRICS_OF[$s]}"))"
+        DECISIONS_OK=0
+    fi
+done
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+DECIDE_OUT=
+if [[ $DECIDE == 1 ]]; then
+    DECIDE_OUT=$(timeout 120 "$REL/examples/bench_decide" "$CONFIG" "$REQ" 0.5 2>&1) ||
+        DECIDE_OUT="bench_decide failed: $DECIDE_OUT"
+fi
+
+# ---------------------------------------------------------------- report
+echo
+echo "oidc-authz Check CPU benchmark  ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, CLK_TCK=$CLK_TCK)"
+echo "tree: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+echo "request: $REQ_INFO"
+echo "load: h2load -c $CONNS -m $STREAMS -t 1, $ROUNDS rounds; CPU = utime+stime of the server process"
+echo "machine load average before/after the rounds: $LOAD_BEFORE / $LOAD_AFTER (high = noisy numbers)"
+awk -F'\t' -v target="$TARGET_RATIO" '
+    function median(list,    a, n, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    NR == 1 { next }
+    {
+        key = $1 SUBSEP $3
+        us[key] = us[key] " " $6; rps[key] = rps[key] " " $7
+        cpu[$1 SUBSEP $2 SUBSEP $3] = $6
+        if (!(($1) in seen_mode)) { seen_mode[$1] = 1; modes[++nm] = $1 }
+        if (!(($3) in seen_srv)) { seen_srv[$3] = 1; srv[++ns] = $3 }
+        if ($2 + 0 > rounds[$1] + 0) rounds[$1] = $2 + 0
+    }
+    END {
+        for (m = 1; m <= nm; m++) {
+            mode = modes[m]
+            printf "\n[%s]\n%-22s %14s %12s   %s\n", mode, "server", "CPU us/req", "req/s", "per round (us/req)"
+            for (i = 1; i <= ns; i++) {
+                k = mode SUBSEP srv[i]
+                if (!(k in us)) continue
+                printf "%-22s %14.1f %12.0f  %s\n", srv[i], median(us[k]), median(rps[k]), us[k]
+            }
+            for (i = 1; i <= ns; i++) {
+                if (srv[i] == "noop" || !((mode SUBSEP srv[i]) in us)) continue
+                ratios = ""
+                for (r = 1; r <= rounds[mode]; r++)
+                    ratios = ratios " " sprintf("%.2f", cpu[mode SUBSEP r SUBSEP srv[i]] / cpu[mode SUBSEP r SUBSEP "noop"])
+                med = median(ratios)
+                printf "ratio %s / noop: %.2fx (median of rounds:%s)  target <= %sx: %s\n",
+                    srv[i], med, ratios, target, (med <= target ? "MET" : "MISSED")
+                if (mode == "saturate" && srv[i] == "oidc-authz") headline = med
+            }
+        }
+        if (headline != "") print headline > "/dev/stderr"
+    }' "$RESULTS" 2>"$WORK/headline"
+if [[ -n $DECIDE_OUT ]]; then
+    printf '\n[in process, one thread, wall time per call: examples/bench_decide]\n%s\n' "$DECIDE_OUT"
+fi
+echo
+[[ $DECISIONS_OK == 1 ]] || die "allow_session did not count every measured request"
+if [[ $STRICT == 1 ]] && awk -v r="$(cat "$WORK/headline")" -v t="$TARGET_RATIO" 'BEGIN {exit !(r > t)}'; then
+    die "median ratio $(cat "$WORK/headline") exceeds $TARGET_RATIO"
+fi
+if [[ $KEEP == 1 ]]; then log "raw results: $RESULTS"; fi
