@@ -49,3 +49,5 @@ pub mod rules;
 pub mod server;
 pub mod session;
 pub mod store;
+#[cfg(test)]
+mod test_yaml;
