@@ -81,7 +81,7 @@ impl RuleAdmin {
                     .collect();
                 if !store.read_only() && !imported.is_empty() {
                     store.save(&imported)?;
-                    tracing::info!(target: "audit", store = %store.describe(), rules = imported.len(), "imported the config file's rules into the empty store");
+                    tracing::info!(target: "audit", store = %store.describe(), rules = imported.len(), "audit: imported the config file's rules into the empty store");
                 }
                 imported
             }
@@ -140,7 +140,7 @@ impl RuleAdmin {
         self.app.replace_rules(compiled);
         state.rules = rules;
         state.version = self.store.version();
-        tracing::info!(target: "audit", action, rule = name, at = %humantime::format_rfc3339_seconds(SystemTime::now()), "rule changed");
+        tracing::info!(target: "audit", action, rule = name, at = %humantime::format_rfc3339_seconds(SystemTime::now()), "audit: rule changed");
         Ok(answer_name.and_then(|n| state.rules.iter().find(|r| r.name == n).map(redact)))
     }
 
@@ -243,7 +243,7 @@ impl RuleAdmin {
         self.app.replace_rules(compiled);
         state.rules = rules;
         state.version = version;
-        tracing::info!(target: "audit", action = "reload", store = %self.store.describe(), "rules reloaded from the store");
+        tracing::info!(target: "audit", action = "reload", store = %self.store.describe(), "audit: rules reloaded from the store");
         Ok(true)
     }
 }
