@@ -188,6 +188,19 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, BadBody> {
     Ok(value)
 }
 
+/// Reads and parses a JSON body in one step.
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, BadBody> {
+    parse(&read_body(body)?)
+}
+
+/// The answer to a change: the rule with `status`, or the error.
+fn answer(status: StatusCode, result: Result<RuleConfig, AdminError>) -> Response {
+    match result {
+        Ok(rule) => (status, Json(rule)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// Runs a blocking store operation (fsync) off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
@@ -209,19 +222,12 @@ async fn get_rule(State(s): State<AdminState>, Path(name): Path<String>) -> Resp
 }
 
 async fn create(State(s): State<AdminState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match read_body(body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    let rule: RuleConfig = match parse(&body) {
-        Ok(r) => r,
+    let rule: RuleConfig = match json_body(body) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let admin = s.admin.clone();
-    match blocking(move || admin.create(rule)).await {
-        Ok(rule) => (StatusCode::CREATED, Json(rule)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    answer(StatusCode::CREATED, blocking(move || admin.create(rule)).await)
 }
 
 async fn update(
@@ -229,27 +235,20 @@ async fn update(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match read_body(body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    let rule: RuleConfig = match parse(&body) {
-        Ok(r) => r,
+    let rule: RuleConfig = match json_body(body) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let admin = s.admin.clone();
-    match blocking(move || admin.update(&name, rule)).await {
-        Ok(rule) => Json(rule).into_response(),
-        Err(e) => e.into_response(),
-    }
+    answer(StatusCode::OK, blocking(move || admin.update(&name, rule)).await)
 }
 
 async fn set_enabled(s: AdminState, name: String, enabled: bool) -> Response {
     let admin = s.admin.clone();
-    match blocking(move || admin.set_enabled(&name, enabled)).await {
-        Ok(rule) => Json(rule).into_response(),
-        Err(e) => e.into_response(),
-    }
+    answer(
+        StatusCode::OK,
+        blocking(move || admin.set_enabled(&name, enabled)).await,
+    )
 }
 
 async fn enable(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
@@ -265,19 +264,15 @@ async fn add_condition(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match read_body(body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    let condition: ConditionConfig = match parse(&body) {
-        Ok(c) => c,
+    let condition: ConditionConfig = match json_body(body) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let admin = s.admin.clone();
-    match blocking(move || admin.add_condition(&name, condition)).await {
-        Ok(rule) => (StatusCode::CREATED, Json(rule)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    answer(
+        StatusCode::CREATED,
+        blocking(move || admin.add_condition(&name, condition)).await,
+    )
 }
 
 async fn delete(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
