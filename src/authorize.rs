@@ -11,7 +11,7 @@ use crate::identity::{check_allowed, Identity};
 use crate::metrics::bump;
 use crate::oidc::token::TokenError;
 use crate::reply::Reply;
-use crate::rules::normalize::RequestPath;
+use crate::rules::normalize::{parse_host, RequestPath};
 use crate::rules::Rule;
 use crate::session::cookies;
 
@@ -78,7 +78,21 @@ pub fn is_browser_navigation(method: &str, accept: Option<&str>, requested_with:
 
 /// Decides one request.
 pub async fn authorize(app: &App, req: RequestFacts<'_>, now: u64) -> Verdict {
-    let host = crate::rules::normalize::normalize_host(req.authority);
+    // The host is checked once, before the rule walk: a name that is not a host name could be
+    // routed by Envoy one way and matched by a rule's `domains` another.
+    let host = match parse_host(req.authority) {
+        Ok(host) => host,
+        Err(why) => {
+            bump(&app.metrics.bad_request);
+            return Verdict::Deny(Reply::json(
+                400,
+                serde_json::json!({
+                    "error": "bad_request",
+                    "message": format!("the Host header is not a DNS name or IP literal: {why}"),
+                }),
+            ));
+        }
+    };
     let path = RequestPath::parse(req.raw_path);
     let cookie_header = req.header("cookie").unwrap_or("");
     // Spoofed identity headers are removed on every allow.

@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use crate::config::{AuthorizationMode, DefaultAction};
-use crate::rules::normalize::RequestPath;
+use crate::rules::domain::DomainPattern;
+use crate::rules::normalize::{parse_host, RequestPath};
 use crate::rules::{Rule, RuleSet, CALLBACK_PATH};
 
 /// What the rules say about one request, before credentials are looked at.
@@ -36,28 +37,33 @@ pub fn route<'a>(rules: &'a RuleSet, host: &str, path: &RequestPath) -> Route<'a
         if !rule.governs(host) {
             continue;
         }
-        match rule.mode {
-            AuthorizationMode::Whitelist => {
-                // An encoded separator could make a path look public to us and private to the
-                // backend: such a path is never public.
-                if !path.has_encoded_separator() {
-                    if let Some(condition) = rule.conditions.first_match(host, path.canonical()) {
-                        return Route::Public { rule, condition };
-                    }
-                }
+        let matched = match rule.mode {
+            // A path a backend may read another way is never public: its canonical form could
+            // look public while the backend serves a protected resource.
+            AuthorizationMode::Whitelist => (!path.is_ambiguous())
+                .then(|| rule.conditions.first_match(host, path.canonical()))
+                .flatten(),
+            // Any reading a backend may make that falls under a condition asks for a login.
+            AuthorizationMode::Blacklist => path
+                .readings()
+                .filter_map(|reading| rule.conditions.first_match_or_trailing_slash(host, reading))
+                .min(),
+        };
+        match (rule.mode, matched) {
+            (AuthorizationMode::Whitelist, Some(condition)) => return Route::Public { rule, condition },
+            (AuthorizationMode::Whitelist, None) => {
                 return Route::Login {
                     rule,
                     condition: None,
-                };
-            }
-            AuthorizationMode::Blacklist => {
-                if let Some(condition) = rule.conditions.first_match(host, path.decoded()) {
-                    return Route::Login {
-                        rule,
-                        condition: Some(condition),
-                    };
                 }
             }
+            (AuthorizationMode::Blacklist, Some(condition)) => {
+                return Route::Login {
+                    rule,
+                    condition: Some(condition),
+                }
+            }
+            (AuthorizationMode::Blacklist, None) => {}
         }
     }
     Route::Default(rules.default_action)
@@ -154,23 +160,86 @@ fn describe_condition(rule: &Rule, index: usize) -> String {
     }
 }
 
-/// Explains the decision for a URL, as `oidc-authz explain` and the admin API show it.
+/// Explains the decision for a URL, as `oidc-authz explain` and the admin API show it. The host
+/// and path are taken as written, not as a URL parser would rewrite them (it drops userinfo,
+/// resolves dot-segments and turns `\` into `/`), so explain sees exactly what `Check` sees.
 pub fn explain_url(rules: &RuleSet, url: &str) -> Result<Explanation, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not an absolute URL: {e}"))?;
-    let host = parsed.host_str().ok_or_else(|| format!("`{url}` has no host"))?;
-    let host = crate::rules::normalize::normalize_host(host);
-    // Take the path as written, not as `Url` rewrote it (it resolves dot-segments and turns `\`
-    // into `/`), so explain sees exactly what Check would see.
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let raw_path = after_scheme
-        .find(['/', '?'])
-        .map_or("/", |i| &after_scheme[i..])
-        .split('#')
-        .next()
-        .unwrap_or("/")
-        .to_string();
+    let (scheme, after_scheme) = url.split_once("://").ok_or_else(|| {
+        format!(
+            "`{}` is not an absolute URL (scheme://host/path)",
+            url.escape_debug()
+        )
+    })?;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return Err(format!("`{}` has no valid scheme", url.escape_debug()));
+    }
+    let authority_end = after_scheme.find(['/', '?', '#']).unwrap_or(after_scheme.len());
+    let (authority, rest) = after_scheme.split_at(authority_end);
+    let raw_path = match rest.split('#').next().unwrap_or("") {
+        "" => "/".to_string(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_string(),
+    };
+    let host = match parse_host(authority) {
+        Ok(host) => host,
+        Err(why) => {
+            return Ok(Explanation {
+                action: "deny",
+                rule: None,
+                condition: None,
+                reason: format!(
+                    "the host `{}` is not a DNS name or IP literal ({why}): Check answers 400",
+                    authority.escape_debug()
+                ),
+            })
+        }
+    };
     let path = RequestPath::parse(&raw_path);
-    Ok(route(rules, &host, &path).explain())
+    let route = route(rules, &host, &path);
+    let mut explanation = route.explain();
+    if let Route::Login { condition: None, .. } = route {
+        if path.is_ambiguous() {
+            explanation.reason.push_str(&format!(
+                "; the path holds {}, which backends read in more than one way, so it is never public",
+                path.ambiguity().names().join(" and ")
+            ));
+        }
+    }
+    Ok(explanation)
+}
+
+/// With `default_action: allow`, a request to a host that no enabled rule governs is allowed
+/// without a login. When that leaves hosts unprotected (no enabled rule governs every host), says
+/// which hosts the rules do govern, so `validate` can warn.
+pub fn unprotected_hosts(rules: &RuleSet) -> Option<String> {
+    if rules.default_action != DefaultAction::Allow {
+        return None;
+    }
+    let mut governed: Vec<&str> = Vec::new();
+    for rule in rules.enabled() {
+        if rule.domains.is_empty() || rule.domains.iter().any(|d| matches!(d, DomainPattern::Any)) {
+            return None;
+        }
+        for domain in &rule.source.domains {
+            if !governed.contains(&domain.as_str()) {
+                governed.push(domain);
+            }
+        }
+    }
+    Some(if governed.is_empty() {
+        "default_action: allow and no enabled rule: every request is allowed without a login".into()
+    } else {
+        format!(
+            "default_action: allow leaves every host except {} unprotected: \
+             requests to any other host reach their backend without a login \
+             (set default_action: deny, or give a rule no `domains`)",
+            governed.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]

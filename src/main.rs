@@ -58,6 +58,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { config } => match load(&config) {
             Ok((_, rules)) => {
+                if let Some(warning) = oidc_authz::decision::unprotected_hosts(&rules) {
+                    eprintln!("warning: {}: {warning}", config.display());
+                }
                 println!(
                     "{}: OK ({} rules, {} enabled)",
                     config.display(),

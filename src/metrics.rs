@@ -35,6 +35,7 @@ counters! {
     unauthorized => "unauthorized",
     forbidden => "forbidden",
     unavailable => "unavailable",
+    bad_request => "bad_request",
     callback => "callback",
 }
 

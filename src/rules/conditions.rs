@@ -150,8 +150,20 @@ impl ConditionIndex {
     }
 
     /// Lowest index of a condition matching (`host`, `path`), or None. `host` is normalized;
-    /// `path` is `RequestPath::canonical()` or `decoded()`: the caller picks.
+    /// `path` is one reading of a `RequestPath` (the caller picks which: see `decision`).
     pub fn first_match(&self, host: &str, path: &str) -> Option<usize> {
+        self.first_match_with(host, path, ExactSlash::Strict)
+    }
+
+    /// As `first_match`, but an `exact` condition also matches the path with one trailing `/`
+    /// (`/admin/` matches exact `/admin`), as most backends serve both: for blacklists.
+    pub fn first_match_or_trailing_slash(&self, host: &str, path: &str) -> Option<usize> {
+        self.first_match_with(host, path, ExactSlash::AlsoWithTrailingSlash)
+    }
+
+    fn first_match_with(&self, host: &str, path: &str, slash: ExactSlash) -> Option<usize> {
+        let path = MatchPath::new(path, slash);
+        let path = &path;
         let mut best = self.any_domain.first_match(path, None);
         if let Some(bucket) = self.exact_domains.get(host) {
             best = bucket.first_match(path, best);
@@ -180,6 +192,30 @@ impl ConditionIndex {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// Whether an `exact` condition also matches the path with one trailing `/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExactSlash {
+    Strict,
+    AlsoWithTrailingSlash,
+}
+
+/// A path to match, and the spelling `exact` conditions also accept.
+struct MatchPath<'p> {
+    path: &'p str,
+    /// `path` without its one trailing `/`, when that spelling counts too.
+    without_slash: Option<&'p str>,
+}
+
+impl<'p> MatchPath<'p> {
+    fn new(path: &'p str, slash: ExactSlash) -> MatchPath<'p> {
+        let without_slash = match slash {
+            ExactSlash::Strict => None,
+            ExactSlash::AlsoWithTrailingSlash => path.strip_suffix('/').filter(|p| !p.is_empty()),
+        };
+        MatchPath { path, without_slash }
     }
 }
 
@@ -316,12 +352,16 @@ struct Bucket {
 impl Bucket {
     /// The lower of `best` and this bucket's lowest matching index. Parts that cannot beat
     /// `best` are not evaluated.
-    fn first_match(&self, path: &str, best: Option<usize>) -> Option<usize> {
+    fn first_match(&self, path: &MatchPath<'_>, best: Option<usize>) -> Option<usize> {
         if !beats(self.min, best) {
             return best;
         }
         let mut best = lower(best, self.any_path);
-        best = lower(best, self.exact.get(path).copied());
+        best = lower(best, self.exact.get(path.path).copied());
+        if let Some(without_slash) = path.without_slash {
+            best = lower(best, self.exact.get(without_slash).copied());
+        }
+        let path = path.path;
         if beats(self.prefixes.min, best) {
             best = lower(best, self.prefixes.first_match(path));
         }
@@ -692,7 +732,7 @@ mod tests {
             "/x\\..\\admin",
         ] {
             let path = RequestPath::parse(raw);
-            assert!(path.has_encoded_separator(), "{raw}");
+            assert!(path.is_ambiguous(), "{raw}");
             assert_eq!(index.first_match("a.com", path.canonical()), None, "{raw}");
             assert_eq!(index.first_match("a.com", path.decoded()), Some(0), "{raw}");
         }

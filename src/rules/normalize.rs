@@ -3,6 +3,8 @@
 //! `/%61dmin`, `//admin`, `/x/../admin`). Request data is hostile: nothing here panics, and the
 //! work is linear in the input's length.
 
+use std::fmt;
+
 /// Host = authority lowercased, port removed. Handles "Example.COM:8443" -> "example.com",
 /// "[::1]:80" -> "[::1]", trailing dot removed ("a.com." -> "a.com"). Never panics.
 pub fn normalize_host(authority: &str) -> String {
@@ -25,111 +27,431 @@ pub fn normalize_host(authority: &str) -> String {
     host.to_ascii_lowercase()
 }
 
-/// A request path as the rule engine sees it.
+/// Why a request's `Host` was refused: it is not a DNS name or an IP literal with an optional
+/// numeric port, so it cannot be matched against `domains` the way Envoy and the backend read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadHost(&'static str);
+
+impl fmt::Display for BadHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Longest host name DNS allows (RFC 1035 2.3.4), and longest label.
+const MAX_HOST_LEN: usize = 253;
+const MAX_LABEL_LEN: usize = 63;
+
+/// Validates a request's authority and returns its host in the form rules match: lowercased,
+/// port removed, one trailing dot removed. Anything else a client might put there (userinfo
+/// `x@host`, two trailing dots, `%`, spaces, an empty label, two ports, a non-numeric port) is
+/// refused: a name that Envoy routes one way and a rule reads another must never reach the rule
+/// walk.
+pub fn parse_host(authority: &str) -> Result<String, BadHost> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (literal, after) = rest
+            .split_once(']')
+            .ok_or(BadHost("an IPv6 literal without its closing `]`"))?;
+        literal
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| BadHost("not an IPv6 address between `[` and `]`"))?;
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or(BadHost("text after the IPv6 literal"))?,
+            ),
+        };
+        (authority.get(..literal.len() + 2).unwrap_or(authority), port)
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if let Some(port) = port {
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BadHost("the port is not a number (or there are two ports)"));
+        }
+    }
+    if host.starts_with('[') {
+        return Ok(host.to_ascii_lowercase());
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() {
+        return Err(BadHost("the host is empty"));
+    }
+    if name.len() > MAX_HOST_LEN {
+        return Err(BadHost("the host name is longer than 253 characters"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(BadHost("the host name has an empty label (`..`)"));
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(BadHost("a label of the host name is longer than 63 characters"));
+        }
+        // Letters, digits, `-`, and `_` (found in real DNS names); never `@`, `%`, spaces,
+        // or non-ASCII (a browser sends an IDN as punycode).
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(BadHost(
+                "the host holds a character a DNS name cannot (such as `@`, `%`, `:` or a space)",
+            ));
+        }
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// The ways a path can be read by a backend other than the canonical one. Whitelist matching
+/// never calls an ambiguous path public; blacklist matching tries every reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ambiguity(u8);
+
+impl Ambiguity {
+    /// `%2F`: a separator when a backend decodes before it splits.
+    pub const ENCODED_SLASH: Ambiguity = Ambiguity(1);
+    /// A literal `\` or `%5C`: a separator for Windows servers and some proxies.
+    pub const BACKSLASH: Ambiguity = Ambiguity(2);
+    /// `;` or `%3B` in a segment: Tomcat and Spring drop `;params`, so `..;x` is `..`.
+    pub const SEGMENT_PARAMETERS: Ambiguity = Ambiguity(4);
+    /// `%25` followed by two hex digits: a backend that decodes twice sees another character.
+    pub const DOUBLE_ENCODING: Ambiguity = Ambiguity(8);
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(self, other: Ambiguity) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    fn insert(&mut self, other: Ambiguity) {
+        self.0 |= other.0;
+    }
+
+    /// Names of the flags set, for `explain`.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Ambiguity::ENCODED_SLASH, "an encoded `/` (%2F)"),
+            (Ambiguity::BACKSLASH, "a `\\` or %5C"),
+            (Ambiguity::SEGMENT_PARAMETERS, "segment parameters (`;`)"),
+            (Ambiguity::DOUBLE_ENCODING, "double percent-encoding (%25XX)"),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| self.contains(*flag))
+        .map(|(_, name)| name)
+        .collect()
+    }
+}
+
+/// A request path as the rule engine sees it: the canonical form, what makes it ambiguous, and
+/// (only when it is ambiguous) every other reading a backend may make of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestPath {
     canonical: String,
-    /// Built only when it differs from `canonical`, so a plain request costs one string.
-    decoded: Option<String>,
-    has_encoded_separator: bool,
+    ambiguity: Ambiguity,
+    /// Readings other than `canonical`, distinct, most-decoded first; empty when unambiguous,
+    /// so a plain request costs one string.
+    others: Vec<String>,
+    /// Whether `others[0]` is the most-decoded reading (it is unless that equals `canonical`).
+    decoded_differs: bool,
+}
+
+/// How one backend reads a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reading {
+    /// `%2F` decoded to `/` before the path is split.
+    encoded_slash: bool,
+    /// `\` and `%5C` are separators.
+    backslash: bool,
+    /// `%25XX` decoded once more.
+    double_decode: bool,
+    params: Params,
+}
+
+/// What a reading does with `;` in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Params {
+    /// `;` is an ordinary character (RFC 3986).
+    Keep,
+    /// A literal `;` ends the segment (Tomcat strips before decoding).
+    StripLiteral,
+    /// A literal or decoded `;` (`%3B`) ends the segment.
+    StripDecoded,
+}
+
+impl Reading {
+    const CANONICAL: Reading = Reading {
+        encoded_slash: false,
+        backslash: false,
+        double_decode: false,
+        params: Params::Keep,
+    };
+
+    /// Every reading that differs from the canonical one for a path with `ambiguity`,
+    /// the most-decoded first.
+    fn all_for(ambiguity: Ambiguity) -> impl Iterator<Item = Reading> {
+        if ambiguity.is_empty() {
+            return Vec::new().into_iter();
+        }
+        let choices = |flag: Ambiguity| {
+            if ambiguity.contains(flag) {
+                &[true, false][..]
+            } else {
+                &[false][..]
+            }
+        };
+        // `%25XX` can hide any of the other characters, so double decoding widens every choice.
+        let double = ambiguity.contains(Ambiguity::DOUBLE_ENCODING);
+        let widen = |flag: Ambiguity| if double { &[true, false][..] } else { choices(flag) };
+        let params: &[Params] = if ambiguity.contains(Ambiguity::SEGMENT_PARAMETERS) || double {
+            &[Params::StripDecoded, Params::StripLiteral, Params::Keep]
+        } else {
+            &[Params::Keep]
+        };
+        let mut out = Vec::new();
+        for &double_decode in choices(Ambiguity::DOUBLE_ENCODING) {
+            for &encoded_slash in widen(Ambiguity::ENCODED_SLASH) {
+                for &backslash in widen(Ambiguity::BACKSLASH) {
+                    for &params in params {
+                        let reading = Reading {
+                            encoded_slash,
+                            backslash,
+                            double_decode,
+                            params,
+                        };
+                        if reading != Reading::CANONICAL {
+                            out.push(reading);
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter()
+    }
+
+    /// The path as this reading sees it, in canonical spelling: escapes this reading decodes
+    /// are decoded, the rest kept as uppercase `%XX`; `;params` dropped when it strips them;
+    /// dot-segments resolved and repeated slashes merged.
+    fn apply(self, path: &str) -> String {
+        // Tomcat drops `;params` before it decodes, so `%3B` is not a parameter there.
+        let stripped;
+        let path = if self.params == Params::StripLiteral {
+            stripped = strip_segment_parameters(path, self.backslash);
+            stripped.as_str()
+        } else {
+            path
+        };
+        let once = decode_escapes(path, self, false);
+        let decoded = if self.double_decode {
+            decode_escapes(&once, self, true)
+        } else {
+            once
+        };
+        let without_params = match self.params {
+            Params::StripDecoded => strip_segment_parameters(&decoded, false),
+            Params::Keep | Params::StripLiteral => decoded,
+        };
+        remove_dot_segments(&without_params)
+    }
 }
 
 impl RequestPath {
     /// `raw` is Envoy's :path, which may include "?query" and "#frag" (strip both).
     pub fn parse(raw: &str) -> RequestPath {
         let path = raw.split_once(['?', '#']).map_or(raw, |(path, _)| path);
-        let has_encoded_separator = holds_ambiguous_separator(path);
-        let canonical = remove_dot_segments(&normalize_percent(path, false));
-        let decoded = has_encoded_separator
-            .then(|| remove_dot_segments(&normalize_percent(&path.replace('\\', "/"), true)));
+        let canonical = Reading::CANONICAL.apply(path);
+        let ambiguity = ambiguity_of(&decode_escapes(path, Reading::CANONICAL, false));
+        let mut others: Vec<String> = Vec::new();
+        let mut decoded_differs = false;
+        // The first reading is the most-decoded one.
+        for (i, reading) in Reading::all_for(ambiguity).enumerate() {
+            let seen = reading.apply(path);
+            if seen != canonical && !others.contains(&seen) {
+                decoded_differs |= i == 0;
+                others.push(seen);
+            }
+        }
         RequestPath {
             canonical,
-            decoded,
-            has_encoded_separator,
+            ambiguity,
+            others,
+            decoded_differs,
         }
     }
 
     /// Canonical form: %-encoded UNRESERVED chars (ALPHA / DIGIT / "-" / "." / "_" / "~")
     /// decoded; other %XX kept encoded with uppercase hex; dot-segments resolved (RFC 3986 5.2.4,
     /// never above root); repeated slashes merged; always starts with "/"; empty -> "/".
-    /// A literal `\` is an ordinary character here.
+    /// A literal `\` and `;` are ordinary characters here.
     pub fn canonical(&self) -> &str {
         &self.canonical
     }
 
-    /// True when the raw path holds an encoded '/' or '\' (%2F, %2f, %5C, %5c), or a literal
-    /// '\': a separator that some backends split on but `canonical()` does not.
-    pub fn has_encoded_separator(&self) -> bool {
-        self.has_encoded_separator
+    /// What makes the path readable in more than one way; empty for an ordinary path.
+    pub fn ambiguity(&self) -> Ambiguity {
+        self.ambiguity
     }
 
-    /// The path with %2F and %5C decoded to '/' too (backslash, literal or encoded, becomes '/'),
-    /// then dot-segments resolved and slashes merged again. Equal to `canonical()` when
-    /// `has_encoded_separator()` is false. Used by blacklist conditions so `/x%2F..%2Fadmin` is
-    /// seen as `/admin`.
+    /// Whether a backend may read the path other than as `canonical()`: such a path is never
+    /// public through a whitelist condition.
+    pub fn is_ambiguous(&self) -> bool {
+        !self.ambiguity.is_empty()
+    }
+
+    /// Every reading of the path, the canonical one first: RFC 3986 dot-segment removal with
+    /// any combination of `%2F` as `/`, `\` and `%5C` as `/`, one extra percent-decoding and
+    /// Tomcat-style `;params` stripping. Blacklist conditions are tried against each.
+    pub fn readings(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.canonical.as_str()).chain(self.others.iter().map(String::as_str))
+    }
+
+    /// The most-decoded reading: separators decoded, `%25XX` decoded once more, `;params`
+    /// removed. Equal to `canonical()` for an unambiguous path.
     pub fn decoded(&self) -> &str {
-        self.decoded.as_deref().unwrap_or(&self.canonical)
+        match self.others.first() {
+            Some(most) if self.decoded_differs => most,
+            _ => &self.canonical,
+        }
     }
 }
 
-fn holds_ambiguous_separator(path: &str) -> bool {
-    path.contains('\\')
-        || path
-            .as_bytes()
-            .windows(3)
-            .any(|w| matches!(w, [b'%', b'2', b'f' | b'F'] | [b'%', b'5', b'c' | b'C']))
+/// What makes a path ambiguous, read from its canonical spelling before dot-segments are
+/// resolved (where every `%` starts an escape, hex digits are literal, `\\` and `;` literal).
+fn ambiguity_of(spelled: &str) -> Ambiguity {
+    let mut ambiguity = Ambiguity::default();
+    let bytes = spelled.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\\' => ambiguity.insert(Ambiguity::BACKSLASH),
+            b';' => ambiguity.insert(Ambiguity::SEGMENT_PARAMETERS),
+            b'%' => match bytes.get(i + 1..i + 3) {
+                Some(b"2F") => ambiguity.insert(Ambiguity::ENCODED_SLASH),
+                Some(b"5C") => ambiguity.insert(Ambiguity::BACKSLASH),
+                Some(b"3B") => ambiguity.insert(Ambiguity::SEGMENT_PARAMETERS),
+                // `%25` then two hex digits: a second decoding makes another character.
+                Some(b"25")
+                    if bytes
+                        .get(i + 3..i + 5)
+                        .is_some_and(|pair| pair.iter().all(|&d| hex_value(d).is_some())) =>
+                {
+                    ambiguity.insert(Ambiguity::DOUBLE_ENCODING)
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    ambiguity
 }
 
-/// One pass over the `%` escapes: unreserved characters decoded, separators decoded when asked,
-/// everything else kept encoded with uppercase hex. Invalid escapes stay literal. Decoding happens
-/// once: `%252e` stays `%252E`, as a backend decoding once would see `%2e`, not `.`.
-fn normalize_percent(path: &str, decode_separators: bool) -> String {
+/// One pass over the `%` escapes as `reading` decodes them; everything it does not decode is
+/// kept encoded with uppercase hex. A `%` that starts no escape is spelled `%25`. `second` is the extra pass of
+/// a double-decoding reading: only `%25XX` is decoded there (to `%XX`, then read again).
+fn decode_escapes(path: &str, reading: Reading, second: bool) -> String {
     let mut out = String::with_capacity(path.len());
     let mut parts = path.split('%');
     if let Some(first) = parts.next() {
-        push_literal(&mut out, first);
+        push_literal(&mut out, first, reading, second);
     }
     for part in parts {
         let bytes = part.as_bytes();
         let escape = match (bytes.first(), bytes.get(1)) {
-            (Some(&hi), Some(&lo)) => hex_value(hi)
-                .zip(hex_value(lo))
-                .map(|(h, l)| (hi, lo, h * 16 + l)),
+            (Some(&hi), Some(&lo)) => hex_value(hi).zip(hex_value(lo)).map(|(h, l)| h * 16 + l),
             _ => None,
         };
-        let Some((hi, lo, value)) = escape else {
-            out.push('%');
-            push_literal(&mut out, part);
+        let Some(value) = escape else {
+            // A `%` that starts no escape is a literal `%`, spelled as one: `%25`.
+            if second {
+                out.push('%');
+            } else {
+                push_escape(&mut out, b'%');
+            }
+            push_literal(&mut out, part, reading, second);
             continue;
         };
-        if is_unreserved(value) {
-            out.push(char::from(value));
-        } else if decode_separators && (value == b'/' || value == b'\\') {
-            out.push('/');
-        } else {
-            out.push('%');
-            out.push(char::from(hi.to_ascii_uppercase()));
-            out.push(char::from(lo.to_ascii_uppercase()));
-        }
         // The two hex digits are ASCII, so byte 2 is a character boundary.
-        push_literal(&mut out, part.get(2..).unwrap_or(""));
+        let mut rest = part.get(2..).unwrap_or("");
+        let value = if second {
+            // `%25XX` -> `%XX`, read as an escape; any other escape stays as it is.
+            let inner = match rest.as_bytes() {
+                [hi, lo, ..] if value == b'%' => hex_value(*hi).zip(hex_value(*lo)).map(|(h, l)| h * 16 + l),
+                _ => None,
+            };
+            match inner {
+                Some(inner) => {
+                    rest = rest.get(2..).unwrap_or("");
+                    inner
+                }
+                None => {
+                    push_escape(&mut out, value);
+                    push_literal(&mut out, rest, reading, second);
+                    continue;
+                }
+            }
+        } else {
+            value
+        };
+        match value {
+            b'/' if reading.encoded_slash => out.push('/'),
+            b'\\' if reading.backslash => out.push('/'),
+            b';' if reading.params == Params::StripDecoded => out.push(';'),
+            v if is_unreserved(v) => out.push(char::from(v)),
+            v => push_escape(&mut out, v),
+        }
+        push_literal(&mut out, rest, reading, second);
     }
     out
 }
 
-/// Copies literal path text, percent-encoding (uppercase) what a browser would have encoded:
-/// non-ASCII bytes, spaces and controls. `/café` and `/caf%C3%A9` are then one path.
-fn push_literal(out: &mut String, text: &str) {
+fn push_escape(out: &mut String, value: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(value >> 4)]));
+    out.push(char::from(HEX[usize::from(value & 0xF)]));
+}
+
+/// Copies literal path text, percent-encoding (uppercase) what a browser would have encoded:
+/// non-ASCII bytes, spaces and controls. `/café` and `/caf%C3%A9` are then one path. A `\` is
+/// a separator for a reading that says so. The second pass of a double decoding copies text the
+/// first pass already wrote, unchanged.
+fn push_literal(out: &mut String, text: &str, reading: Reading, second: bool) {
+    if second {
+        out.push_str(text);
+        return;
+    }
     for &b in text.as_bytes() {
         if b >= 0x80 || b <= 0x20 || b == 0x7F {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xF)]));
+            push_escape(out, b);
+        } else if b == b'\\' && reading.backslash {
+            out.push('/');
         } else {
             out.push(char::from(b));
         }
     }
+}
+
+/// Drops each segment's `;params` (`/a;x/..;y/b` -> `/a/../b`). Segments end at `/`, and at `\\`
+/// too when `backslash` says it is a separator.
+fn strip_segment_parameters(path: &str, backslash: bool) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_params = false;
+    for c in path.chars() {
+        match c {
+            '/' => in_params = false,
+            '\\' if backslash => in_params = false,
+            ';' => in_params = true,
+            _ => {}
+        }
+        if !in_params {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn hex_value(byte: u8) -> Option<u8> {
@@ -220,7 +542,7 @@ mod tests {
         assert_eq!(canonical("/a/b?x=1#f"), "/a/b");
         assert_eq!(canonical("/a#f?x"), "/a");
         assert_eq!(canonical("/a?x=%2F"), "/a");
-        assert!(!RequestPath::parse("/a?x=%2F").has_encoded_separator());
+        assert!(!RequestPath::parse("/a?x=%2F").is_ambiguous());
     }
 
     #[test]
@@ -276,12 +598,12 @@ mod tests {
     }
 
     #[test]
-    fn invalid_percent_sequences_stay_literal() {
-        assert_eq!(canonical("/%zz"), "/%zz");
-        assert_eq!(canonical("/%"), "/%");
-        assert_eq!(canonical("/a%2"), "/a%2");
-        assert_eq!(canonical("/%%41"), "/%A");
-        assert_eq!(canonical("/%é"), "/%%C3%A9");
+    fn a_percent_that_starts_no_escape_is_spelled_as_one() {
+        assert_eq!(canonical("/%zz"), "/%25zz");
+        assert_eq!(canonical("/%"), "/%25");
+        assert_eq!(canonical("/a%2"), "/a%252");
+        assert_eq!(canonical("/%%41"), "/%25A");
+        assert_eq!(canonical("/%é"), "/%25%C3%A9");
     }
 
     #[test]
@@ -292,7 +614,7 @@ mod tests {
         );
         assert_eq!(canonical("/caf%c3%a9"), canonical("/café"));
         assert_eq!(canonical("/a b"), "/a%20b");
-        assert_eq!(canonical("/é%"), "/%C3%A9%");
+        assert_eq!(canonical("/é%"), "/%C3%A9%25");
     }
 
     #[test]
@@ -300,17 +622,125 @@ mod tests {
         let path = RequestPath::parse("/public\\..\\admin");
         assert_eq!(path.canonical(), "/public\\..\\admin");
         assert_eq!(path.decoded(), "/admin");
-        assert!(path.has_encoded_separator());
+        assert!(path.is_ambiguous());
     }
 
     #[test]
     fn encoded_separators_are_detected_in_any_case() {
-        for raw in ["/a%2Fb", "/a%2fb", "/a%5Cb", "/a%5cb"] {
-            assert!(RequestPath::parse(raw).has_encoded_separator(), "{raw}");
+        for raw in ["/a%2Fb", "/a%2fb"] {
+            assert_eq!(
+                RequestPath::parse(raw).ambiguity(),
+                Ambiguity::ENCODED_SLASH,
+                "{raw}"
+            );
         }
-        for raw in ["/a/b", "/a%2eb", "/a%252Fb", "/a%2"] {
-            assert!(!RequestPath::parse(raw).has_encoded_separator(), "{raw}");
+        for raw in ["/a%5Cb", "/a%5cb", "/a\\b"] {
+            assert_eq!(RequestPath::parse(raw).ambiguity(), Ambiguity::BACKSLASH, "{raw}");
         }
+        for raw in ["/a/b", "/a%2eb", "/a%2", "/a?b;c=%2F%25%32%66"] {
+            assert!(!RequestPath::parse(raw).is_ambiguous(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn segment_parameters_are_ambiguous_and_stripped_in_the_decoded_reading() {
+        for (raw, decoded) in [
+            ("/public/..;/admin", "/admin"),
+            ("/public/%2e%2e;/admin", "/admin"),
+            ("/public/..;x/admin", "/admin"),
+            ("/admin;x", "/admin"),
+            ("/;x/admin", "/admin"),
+            ("/public/..%3B/admin", "/admin"),
+            ("/a;b/c;d", "/a/c"),
+        ] {
+            let path = RequestPath::parse(raw);
+            assert!(path.ambiguity().contains(Ambiguity::SEGMENT_PARAMETERS), "{raw}");
+            assert_eq!(path.decoded(), decoded, "{raw}");
+        }
+        // The canonical reading keeps them: `..;` is an ordinary segment there.
+        assert_eq!(canonical("/public/%2e%2e;/admin"), "/public/..;/admin");
+    }
+
+    #[test]
+    fn double_encoding_is_ambiguous_and_decoded_once_more() {
+        for (raw, decoded) in [
+            ("/public/..%252fadmin", "/admin"),
+            ("/public/%252e%252e/admin", "/admin"),
+            ("/public/%25%32%65%25%32%65/admin", "/admin"),
+            ("/x/..%255cadmin", "/admin"),
+            ("/admin%253Bx", "/admin"),
+        ] {
+            let path = RequestPath::parse(raw);
+            assert!(path.ambiguity().contains(Ambiguity::DOUBLE_ENCODING), "{raw}");
+            assert_eq!(path.decoded(), decoded, "{raw}");
+        }
+        for raw in ["/a%25", "/a%25zz", "/a%25%2"] {
+            assert!(!RequestPath::parse(raw).is_ambiguous(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn readings_cover_each_way_a_backend_may_read_the_path() {
+        let path = RequestPath::parse("/admin/..;x");
+        let readings: Vec<&str> = path.readings().collect();
+        // RFC 3986 keeps `..;x` as a file under /admin; Tomcat reads `..` and climbs out.
+        assert_eq!(readings.first(), Some(&"/admin/..;x"));
+        assert!(readings.contains(&"/"), "{readings:?}");
+        let path = RequestPath::parse("/admin%2F..");
+        let readings: Vec<&str> = path.readings().collect();
+        assert!(readings.contains(&"/admin%2F.."), "{readings:?}");
+        assert!(readings.contains(&"/"), "{readings:?}");
+        assert_eq!(RequestPath::parse("/plain/path").readings().count(), 1);
+    }
+
+    #[test]
+    fn host_names_and_ip_literals_are_accepted() {
+        for (authority, host) in [
+            ("Example.COM:8443", "example.com"),
+            ("admin.example.com", "admin.example.com"),
+            ("admin.example.com.", "admin.example.com"),
+            ("admin.example.com.:443", "admin.example.com"),
+            ("127.0.0.1:9000", "127.0.0.1"),
+            ("[::1]:80", "[::1]"),
+            ("[FE80::1]", "[fe80::1]"),
+            ("localhost", "localhost"),
+            ("_acme.example.com", "_acme.example.com"),
+            ("xn--caf-dma.example", "xn--caf-dma.example"),
+        ] {
+            assert_eq!(parse_host(authority).as_deref(), Ok(host), "{authority}");
+        }
+    }
+
+    #[test]
+    fn hosts_that_are_not_host_names_are_refused() {
+        for authority in [
+            "x@admin.example.com",
+            "admin.example.com..",
+            "admin.example.com:443:1",
+            "admin%2eexample.com",
+            "admin example.com",
+            "admin..example.com",
+            ".admin.example.com",
+            "",
+            ".",
+            ":80",
+            "admin.example.com:",
+            "admin.example.com:http",
+            "admin.example.com:123456",
+            "[::1",
+            "[::1]x",
+            "[::1]:80:1",
+            "[not-v6]",
+            "é.example.com",
+            "admin.example.com\\@evil",
+            "a\u{0}b",
+        ] {
+            assert!(parse_host(authority).is_err(), "{authority:?} should be refused");
+        }
+        let long_label = format!("{}.com", "a".repeat(64));
+        assert!(parse_host(&long_label).is_err());
+        let long_name = "a.".repeat(127) + "com";
+        assert!(parse_host(&long_name).is_err());
     }
 
     #[test]
@@ -327,7 +757,7 @@ mod tests {
     fn decoded_equals_canonical_without_encoded_separator() {
         for raw in ["/", "/a/../b", "/%61", "//x//", "/%zz", "/é"] {
             let path = RequestPath::parse(raw);
-            assert!(!path.has_encoded_separator());
+            assert!(!path.is_ambiguous());
             assert_eq!(path.decoded(), path.canonical(), "{raw}");
         }
     }

@@ -8,6 +8,8 @@ use crate::rules::normalize::normalize_host;
 
 use crate::test_yaml::{dedent, rule};
 
+mod properties;
+
 /// A rule of `mode` with these conditions (YAML flow mappings, one per entry).
 fn rule_with(name: &str, mode: &str, conditions: &[&str], extra: &str) -> String {
     let mut overrides = format!("authorization:\n  mode: {mode}\n  conditions:");
@@ -719,4 +721,152 @@ fn blacklist_path_with_non_ascii_or_space_cannot_be_bypassed_by_percent_encoding
             }
         }
     }
+}
+
+// ---- paths a backend reads in more than one way (segment parameters, double encoding) ----
+
+#[test]
+fn segment_parameters_and_double_encoding_are_never_public_through_a_whitelist() {
+    let set = rules(&[whitelist("corp", &["{ path: /public }"])]);
+    for path in [
+        "/public/%2e%2e;/admin",
+        "/public/..;/admin",
+        "/public/..;x/admin",
+        "/public/..%3B/admin",
+        "/public;x",
+        "/public/a;jsessionid=1",
+        "/public/..%252fadmin",
+        "/public/%252e%252e/admin",
+        "/public/%25%32%65%25%32%65/admin",
+        "/public/..%255cadmin",
+    ] {
+        assert_eq!(decide(&set, "app.example.com", path), login("corp"), "{path}");
+    }
+    // Ordinary escapes of other characters stay public.
+    assert_eq!(
+        decide(&set, "app.example.com", "/public/a%20b%3Fc"),
+        public("corp", 0)
+    );
+}
+
+#[test]
+fn blacklist_prefix_sees_every_reading() {
+    let set = rules(&[blacklist("corp", &["{ path: /admin }"])]);
+    for path in [
+        "/x/%2e%2e;/admin",
+        "/x/..;/admin",
+        "/x/..;x/admin",
+        "/admin;x",
+        "/;x/admin",
+        "/x/..%252fadmin",
+        "/x/%252e%252e/admin",
+        "/x/..%3B/admin",
+        "/x%252F..%252Fadmin",
+        "/admin%2F..",
+        "/admin/..;x",
+    ] {
+        assert_eq!(
+            decide(&set, "app.example.com", path),
+            login_by("corp", 0),
+            "{path}"
+        );
+    }
+    assert_eq!(decide(&set, "app.example.com", "/x;admin"), ALLOW);
+    assert_eq!(decide(&set, "app.example.com", "/other/..%252fpath"), ALLOW);
+}
+
+#[test]
+fn blacklist_exact_matches_with_parameters_and_one_trailing_slash() {
+    let set = rules(&[blacklist("corp", &["{ path: /admin, match: exact }"])]);
+    for path in [
+        "/admin",
+        "/admin/",
+        "/admin;x",
+        "/;x/admin",
+        "/admin/;x",
+        "/x/..;/admin",
+    ] {
+        assert_eq!(
+            decide(&set, "app.example.com", path),
+            login_by("corp", 0),
+            "{path}"
+        );
+    }
+    for path in ["/admin/x", "/admin//x", "/administrator"] {
+        assert_eq!(decide(&set, "app.example.com", path), ALLOW, "{path}");
+    }
+}
+
+#[test]
+fn whitelist_exact_does_not_gain_a_trailing_slash() {
+    let set = rules(&[whitelist("corp", &["{ path: /health, match: exact }"])]);
+    assert_eq!(decide(&set, "app.example.com", "/health"), public("corp", 0));
+    assert_eq!(decide(&set, "app.example.com", "/health/"), login("corp"));
+}
+
+#[test]
+fn explain_shows_segment_parameter_tricks_as_login() {
+    // The regex condition of examples/oidc-authz.yaml: static assets are public.
+    let set = rules(&[whitelist(
+        "corp",
+        &[
+            "{ path: /healthz, match: exact }",
+            "{ path: \"/static/.*\\\\.(css|js)\", match: regex }",
+        ],
+    )]);
+    let e = explain_url(&set, "https://app.example.com/static/site.css").expect("explained");
+    assert_eq!(e.action, "allow");
+    for url in [
+        "https://app.example.com/static/..;/admin;x.js",
+        "https://app.example.com/static/%2e%2e;/admin;x.js",
+        "https://app.example.com/static/..%252fadmin.js",
+    ] {
+        let e = explain_url(&set, url).expect("explained");
+        assert_eq!(e.action, "login", "{url}");
+        assert!(e.reason.contains("never public"), "{url}: {}", e.reason);
+    }
+}
+
+// ---- hosts ----
+
+#[test]
+fn explain_url_refuses_hosts_that_are_not_host_names() {
+    let set = rules(&[blacklist(
+        "corp",
+        &["{ domain: admin.example.com, path: /admin }"],
+    )]);
+    for url in [
+        "https://x@admin.example.com/admin",
+        "https://admin.example.com../admin",
+        "https://admin.example.com:443:1/admin",
+        "https://admin%2eexample.com/admin",
+    ] {
+        let e = explain_url(&set, url).expect("explained");
+        assert_eq!(e.action, "deny", "{url}");
+        assert!(e.reason.contains("400"), "{url}: {}", e.reason);
+    }
+    let e = explain_url(&set, "https://admin.example.com./admin").expect("explained");
+    assert_eq!(e.action, "login");
+}
+
+#[test]
+fn default_allow_with_only_scoped_rules_is_reported() {
+    let scoped = rule_with(
+        "corp",
+        "whitelist",
+        &[],
+        "domains: [admin.example.com, \"*.corp.example.com\"]\n",
+    );
+    let warning = unprotected_hosts(&rules(&[scoped.clone()])).expect("a warning");
+    assert!(warning.contains("admin.example.com"), "{warning}");
+    assert!(warning.contains("*.corp.example.com"), "{warning}");
+    assert_eq!(
+        unprotected_hosts(&rules_with_default("deny", &[scoped.clone()])),
+        None
+    );
+    let everywhere = whitelist("all", &[]);
+    assert_eq!(unprotected_hosts(&rules(&[scoped, everywhere])), None);
+    let star = rule_with("star", "blacklist", &[], "domains: [\"*\"]\n");
+    assert_eq!(unprotected_hosts(&rules(&[star])), None);
+    assert!(unprotected_hosts(&rules(&[])).is_some());
 }
