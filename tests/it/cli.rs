@@ -222,3 +222,72 @@ fn serve_refuses_an_invalid_config_with_the_same_messages() {
     assert_eq!(code, 2);
     assert!(err.contains("authorization.conditions[0].path"), "{err}");
 }
+
+#[test]
+fn explain_never_shows_segment_parameter_tricks_as_public() {
+    for url in [
+        "https://www.example.com/static/..;/admin;x.js",
+        "https://www.example.com/static/%2e%2e;/admin;x.js",
+        "https://www.example.com/public/%2e%2e;/admin",
+        "https://www.example.com/public/..%252fadmin",
+    ] {
+        let (code, out, err) = run(&["explain", "--config", "examples/oidc-authz.yaml", "--url", url]);
+        assert_eq!(code, 0, "{url}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["action"], "login", "{url}: {out}");
+    }
+    let (_, out, _) = run(&[
+        "explain",
+        "--config",
+        "examples/oidc-authz.yaml",
+        "--url",
+        "https://www.example.com/static/site.css",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["action"], "allow", "{out}");
+}
+
+#[test]
+fn explain_shows_a_host_that_is_not_a_host_name_as_a_400() {
+    let (code, out, err) = run(&[
+        "explain",
+        "--config",
+        "examples/oidc-authz.yaml",
+        "--url",
+        "https://x@app.example.com/private",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["action"], "deny", "{out}");
+    assert!(v["reason"].as_str().unwrap_or("").contains("400"), "{out}");
+}
+
+#[test]
+fn validate_warns_when_default_allow_leaves_hosts_unprotected() {
+    let rule = r#"
+rules_store: inline
+rules:
+  - name: admin
+    issuer: https://idp.example.com
+    redirect_url: https://admin.example.com/oauth2/callback
+    client_id: c
+    client_secret: s
+    domains: [admin.example.com]
+    authorization: { mode: whitelist, conditions: [] }
+"#;
+    let session = "session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\n";
+    let allow = temp_config("warn-allow", &format!("{session}default_action: allow\n{rule}"));
+    let (code, out, err) = run(&["validate", "--config", allow.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.starts_with("warning:"))
+        .unwrap_or_else(|| panic!("no warning line: {err}"));
+    assert!(warning.contains("admin.example.com"), "{warning}");
+    assert!(warning.contains("unprotected"), "{warning}");
+
+    let deny = temp_config("warn-deny", &format!("{session}default_action: deny\n{rule}"));
+    let (code, out, err) = run(&["validate", "--config", deny.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("warning:"), "{err}");
+}

@@ -6,6 +6,7 @@ mod support;
 
 mod admin_api;
 mod bearer_tokens;
+mod bypasses;
 mod cli;
 mod crash_safety;
 mod endpoints;
