@@ -427,6 +427,44 @@ async function run(browser) {
 
   });
 
+  await scenario('bypasses: segment parameters, double encoding and malformed hosts never reach a backend without a login', async () => {
+    const isLogin = (r) => r.status === 302 && String(r.headers.location).startsWith(`${stack.issuer}/auth?`);
+    // Whitelist (apps rule, public prefix /public/): paths Tomcat, Spring or a second
+    // normalising proxy read as a path outside /public/.
+    for (const p of [
+      '/public/%2e%2e;/secret',
+      '/public/..;/secret',
+      '/public/..;x/secret',
+      '/public/..%3B/secret',
+      '/public/..%252fsecret',
+      '/public/%252e%252e/secret',
+      '/public/x;y',
+    ]) {
+      const r = await request({ host: HOSTS.app1, path: p, headers: { accept: BROWSER_ACCEPT } });
+      assert.ok(isLogin(r), `${HOSTS.app1}${p}: expected a login redirect, got ${r.status} ${r.headers.location ?? ''}`);
+    }
+    // Blacklist (admin rule, /admin): spellings a backend reads as /admin.
+    for (const p of ['/x/%2e%2e;/admin', '/x/..;/admin', '/admin;x', '/;x/admin', '/x/..%252fadmin', '/x/%252e%252e/admin']) {
+      const r = await request({ host: HOSTS.admin, path: p, headers: { accept: BROWSER_ACCEPT } });
+      assert.ok(isLogin(r), `${HOSTS.admin}${p}: expected a login redirect, got ${r.status} ${r.headers.location ?? ''}`);
+    }
+    // Hosts that are not host names: 400 (JSON), never the backend (default_action: allow
+    // would otherwise let a host no rule governs through).
+    for (const host of [`x@${HOSTS.admin}`, `${HOSTS.admin}..`, `${HOSTS.admin}:443:1`, HOSTS.admin.replace('.', '%2e')]) {
+      const r = await request({ host, path: '/admin/users', headers: { accept: 'application/json' } });
+      assert.equal(r.status, 400, `Host: ${host}: expected 400, got ${r.status} ${r.body.slice(0, 200)}`);
+      assert.equal(r.json?.headers, undefined, `Host: ${host}: the backend answered`);
+      assert.equal(r.headers['content-type'], 'application/json', `Host: ${host}: one JSON content-type`);
+    }
+    // A browser following such a link lands on the IdP's login page, not on the backend.
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    await page.goto(app(HOSTS.app1, '/public/%2e%2e;/secret'), { waitUntil: 'domcontentloaded' });
+    await shot(page, 'segment-parameters-need-login');
+    assert.ok(await onIdpLoginPage(page), `/public/%2e%2e;/secret needs a login (at ${page.url()})`);
+    await context.close();
+  });
+
   await scenario('403: a signed-in user outside the allowed group is refused /admin; an admin gets in', async () => {
     // alice is signed in (SSO on .example.test) but is not in the group admins.
     const { context: ac } = await ensureAlice();
