@@ -264,8 +264,10 @@ impl RequestPath {
     /// `raw` is Envoy's :path, which may include "?query" and "#frag" (strip both).
     pub fn parse(raw: &str) -> RequestPath {
         let path = raw.split_once(['?', '#']).map_or(raw, |(path, _)| path);
-        let canonical = Reading::CANONICAL.apply(path);
-        let ambiguity = ambiguity_of(&decode_escapes(path, Reading::CANONICAL, false));
+        // The canonical reading, with the spelling before dot-segments kept to look at.
+        let spelled = decode_escapes(path, Reading::CANONICAL, false);
+        let ambiguity = ambiguity_of(&spelled);
+        let canonical = remove_dot_segments(&spelled);
         let mut others: Vec<String> = Vec::new();
         let mut decoded_differs = false;
         // The first reading is the most-decoded one.

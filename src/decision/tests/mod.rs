@@ -857,11 +857,11 @@ fn default_allow_with_only_scoped_rules_is_reported() {
         &[],
         "domains: [admin.example.com, \"*.corp.example.com\"]\n",
     );
-    let warning = unprotected_hosts(&rules(&[scoped.clone()])).expect("a warning");
+    let warning = unprotected_hosts(&rules(std::slice::from_ref(&scoped))).expect("a warning");
     assert!(warning.contains("admin.example.com"), "{warning}");
     assert!(warning.contains("*.corp.example.com"), "{warning}");
     assert_eq!(
-        unprotected_hosts(&rules_with_default("deny", &[scoped.clone()])),
+        unprotected_hosts(&rules_with_default("deny", std::slice::from_ref(&scoped))),
         None
     );
     let everywhere = whitelist("all", &[]);
