@@ -11,3 +11,4 @@ mod crash_safety;
 mod endpoints;
 mod idp_selftest;
 mod login_flow;
+mod token_rules;

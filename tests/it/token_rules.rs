@@ -1,0 +1,147 @@
+//! Issue 7, "Close the bypasses", through the running server: logout tokens and `crit` headers
+//! never sign in (as a bearer token or as the ID token at the callback), an email only counts
+//! when it is verified (or the rule says unverified ones do), a group holding `,` never reaches
+//! the header, a short admin token is refused, and the rule API never hands a stored client
+//! secret to a new issuer.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::support::idp::{IdpOptions, TestIdp, BACKCHANNEL_LOGOUT_EVENT};
+
+async fn stack_with(template: &str) -> Stack {
+    let idp = TestIdp::start(IdpOptions::default()).await;
+    let s = Stack::start(idp, template).await;
+    s.wait_ready().await;
+    s
+}
+
+fn api(token: &str) -> Req {
+    Req::api("GET", "https://api.example.test/v1/items").header("authorization", &format!("Bearer {token}"))
+}
+
+/// A header like the IdP's own (RS256, current kid) with `extra` merged in.
+fn header(s: &Stack, extra: Value) -> Value {
+    let mut h = json!({"alg": "RS256", "typ": "JWT", "kid": s.idp.current_kid()});
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        h[k] = v;
+    }
+    h
+}
+
+fn logout_event() -> Value {
+    json!({ BACKCHANNEL_LOGOUT_EVENT: {} })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. `crit`, `typ: logout+jwt`, `events`
+
+/// Tokens that are correctly signed by the rule's issuer, for its client, unexpired, with a
+/// subject: each would be a valid ID or bearer token but for the one thing named.
+fn not_id_tokens(s: &Stack, claims: &Value) -> Vec<(&'static str, String)> {
+    let mut with_events = claims.clone();
+    with_events["events"] = logout_event();
+    vec![
+        (
+            "crit header",
+            s.idp
+                .mint_raw(header(s, json!({"crit": ["exp"], "exp": 1})), claims.clone()),
+        ),
+        (
+            "typ logout+jwt",
+            s.idp
+                .mint_raw(header(s, json!({"typ": "logout+jwt"})), claims.clone()),
+        ),
+        (
+            "typ Logout+JWT",
+            s.idp
+                .mint_raw(header(s, json!({"typ": "Logout+JWT"})), claims.clone()),
+        ),
+        (
+            "typ application/logout+jwt",
+            s.idp.mint_raw(
+                header(s, json!({"typ": "application/logout+jwt"})),
+                claims.clone(),
+            ),
+        ),
+        ("events claim", s.idp.mint(with_events)),
+    ]
+}
+
+#[tokio::test]
+async fn logout_tokens_and_crit_headers_are_refused_as_bearer_tokens() {
+    let s = stack_with(BASIC_CONFIG).await;
+    // The same claims with a plain header are a good token.
+    let claims = s.idp.default_claims("mallory");
+    assert!(s.check(api(&s.idp.mint(claims.clone()))).await.is_allow());
+
+    for (why, token) in not_id_tokens(&s, &claims) {
+        let a = s.check(api(&token)).await;
+        assert_eq!(a.status(), 401, "{why}: {}", a.body());
+        assert_eq!(
+            a.denied_header("www-authenticate").as_deref(),
+            Some("Bearer realm=\"corp\", error=\"invalid_token\""),
+            "{why}"
+        );
+    }
+    // A real back-channel logout token for a user (sub, aud, iss, exp all fine) is no credential.
+    let logout = s.idp.mint_logout_token(Some("mallory"), Some("sid-1"));
+    let a = s.check(api(&logout)).await;
+    assert_eq!(a.status(), 401, "logout token: {}", a.body());
+    assert!(a.body().contains("logout token"), "{}", a.body());
+    s.stop().await;
+}
+
+/// Starts a browser login, makes the IdP answer `id_token` (built from the login's nonce) at
+/// the token endpoint, and completes the callback inside Check.
+async fn callback_with(s: &Stack, id_token: impl Fn(&str) -> String) -> (Answer, Jar) {
+    let mut jar = Jar::default();
+    let first = s.check(Req::browser("https://app1.example.test/")).await;
+    assert_eq!(first.status(), 302, "{}", first.body());
+    jar.apply(&first.set_cookies());
+    let nonce = query_param(&first.location(), "nonce").expect("a nonce in the login URL");
+    s.idp.set_id_token_override(Some(id_token(&nonce)));
+    let callback = idp_approve(&first.location()).await;
+    let done = s.check(Req::browser(&callback).cookies(&jar)).await;
+    jar.apply(&done.set_cookies());
+    s.idp.set_id_token_override(None);
+    (done, jar)
+}
+
+#[tokio::test]
+async fn logout_tokens_and_crit_headers_are_refused_as_id_tokens_at_the_callback() {
+    let s = stack_with(BASIC_CONFIG).await;
+    let claims_for = |nonce: &str| {
+        let mut c = s.idp.default_claims("alice");
+        c["nonce"] = json!(nonce);
+        c
+    };
+    // A plain header with the same claims completes the login.
+    let (done, jar) = callback_with(&s, |n| s.idp.mint(claims_for(n))).await;
+    assert_eq!(done.status(), 302, "{}", done.body());
+    assert!(jar.get("_oidc_authz").is_some());
+
+    let kinds = [
+        "crit header",
+        "typ logout+jwt",
+        "typ Logout+JWT",
+        "typ application/logout+jwt",
+        "events claim",
+    ];
+    for (i, why) in kinds.into_iter().enumerate() {
+        let (done, jar) = callback_with(&s, |n| not_id_tokens(&s, &claims_for(n)).remove(i).1).await;
+        assert_eq!(done.status(), 403, "{why}: {}", done.body());
+        assert!(
+            done.denied_header("content-type")
+                .is_some_and(|c| c.starts_with("text/html")),
+            "{why}: a page"
+        );
+        assert!(done.body().contains("rejected"), "{why}: {}", done.body());
+        assert!(jar.get("_oidc_authz").is_none(), "{why}: no session");
+        assert!(
+            !done.set_cookies().iter().any(|c| c.starts_with("_oidc_authz=")),
+            "{why}: no session cookie"
+        );
+    }
+    s.stop().await;
+}
