@@ -297,6 +297,9 @@ pub struct RuleConfig {
     pub post_logout_redirect_url: Option<String>,
     #[serde(default)]
     pub insecure_allow_http: bool,
+    /// Trust an email whose `email_verified` claim is `false` (for `allowed` and the email header).
+    #[serde(default)]
+    pub allow_unverified_email: bool,
 }
 
 impl fmt::Debug for RuleConfig {
@@ -319,6 +322,7 @@ impl fmt::Debug for RuleConfig {
             .field("audiences", &self.audiences)
             .field("post_logout_redirect_url", &self.post_logout_redirect_url)
             .field("insecure_allow_http", &self.insecure_allow_http)
+            .field("allow_unverified_email", &self.allow_unverified_email)
             .finish()
     }
 }
@@ -596,7 +600,12 @@ fn rule_of_path(root: &Value, field: &str) -> Option<String> {
 /// The schema has no numeric fields and only these boolean ones, so a number anywhere, or a
 /// boolean elsewhere, was meant as text (`client_id: 1234567890`): keep it as a string.
 fn stringify_scalars(value: &mut Value, key: &str) {
-    const BOOLEAN_FIELDS: &[&str] = &["enabled", "secure", "insecure_allow_http"];
+    const BOOLEAN_FIELDS: &[&str] = &[
+        "enabled",
+        "secure",
+        "insecure_allow_http",
+        "allow_unverified_email",
+    ];
     match value {
         Value::Number(n) => *value = Value::String(n.to_string()),
         Value::Bool(b) if !BOOLEAN_FIELDS.contains(&key) => *value = Value::String(b.to_string()),

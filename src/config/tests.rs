@@ -659,6 +659,22 @@ fn max_lifetime_accepts_minutes_and_hours() {
 }
 
 #[test]
+fn allow_unverified_email_is_a_rule_field_defaulting_to_false() {
+    let parsed = parse_ok(&config(&[
+        rule("strict", ""),
+        rule("lenient", "allow_unverified_email: true"),
+    ]));
+    assert!(!parsed.rules[0].allow_unverified_email);
+    assert!(parsed.rules[1].allow_unverified_email);
+    let rules = RuleSet::compile(&parsed.rules, parsed.default_action).expect("rules compile");
+    assert!(!rules.all()[0].allowed.allow_unverified_email);
+    assert!(rules.all()[1].allowed.allow_unverified_email);
+    let found = only_error(&config(&[rule("corp", "allow_unverified_email: maybe")]));
+    assert_eq!(found.rule.as_deref(), Some("corp"));
+    assert_eq!(found.field, "allow_unverified_email");
+}
+
+#[test]
 fn bad_duration_is_an_error_naming_the_field_and_value() {
     let found = only_error(&format!(
         "session:\n  secrets: [\"{SECRET}\"]\n  max_lifetime: a-while\n"

@@ -145,3 +145,111 @@ async fn logout_tokens_and_crit_headers_are_refused_as_id_tokens_at_the_callback
     }
     s.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. `email_verified: false` and `allow_unverified_email`
+
+/// BASIC_CONFIG with extra keys on the `corp` rule (YAML at the rule's indentation).
+fn with_rule_keys(keys: &str) -> String {
+    BASIC_CONFIG.replace(
+        "    domains: [\"*.example.test\"]",
+        &format!("    domains: [\"*.example.test\"]\n{keys}"),
+    )
+}
+
+fn unverified(s: &Stack, sub: &str, verified: Value) -> String {
+    let mut c = s.idp.default_claims(sub);
+    c["email_verified"] = verified;
+    s.idp.mint(c)
+}
+
+#[tokio::test]
+async fn an_unverified_email_does_not_satisfy_allowed_email_domains_or_emails() {
+    let s = stack_with(&with_rule_keys("    allowed: { email_domains: [example.com] }")).await;
+    assert!(
+        s.check(api(&unverified(&s, "bob", json!(true)))).await.is_allow(),
+        "a verified email of the domain is allowed"
+    );
+    for verified in [json!(false), json!("false")] {
+        let a = s.check(api(&unverified(&s, "bob", verified.clone()))).await;
+        assert_eq!(a.status(), 403, "email_verified {verified}: {}", a.body());
+        assert!(a.body().contains("allowed.email_domains"), "{}", a.body());
+    }
+    s.stop().await;
+
+    let s = stack_with(&with_rule_keys("    allowed: { emails: [bob@example.com] }")).await;
+    let a = s.check(api(&unverified(&s, "bob", json!(false)))).await;
+    assert_eq!(a.status(), 403, "{}", a.body());
+    assert!(a.body().contains("allowed.emails"), "{}", a.body());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn allow_unverified_email_lets_an_unverified_email_count() {
+    let s = stack_with(&with_rule_keys(
+        "    allowed: { email_domains: [example.com] }\n    allow_unverified_email: true",
+    ))
+    .await;
+    let a = s.check(api(&unverified(&s, "bob", json!(false)))).await;
+    assert!(a.is_allow(), "{a:?}");
+    assert_eq!(
+        a.upstream("x-auth-request-email").as_deref(),
+        Some("bob@example.com")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unverified_email_is_not_sent_upstream_nor_shown_by_userinfo() {
+    let s = stack_with(BASIC_CONFIG).await;
+    // Bearer token.
+    for verified in [json!(false), json!("false")] {
+        let a = s
+            .check(
+                api(&unverified(&s, "bob", verified.clone()))
+                    .header("x-auth-request-email", "ceo@example.com"),
+            )
+            .await;
+        assert!(a.is_allow(), "{a:?}");
+        assert_eq!(a.upstream("x-auth-request-user").as_deref(), Some("bob"));
+        assert_eq!(
+            a.upstream("x-auth-request-email"),
+            None,
+            "email_verified {verified}: no email header"
+        );
+        assert!(
+            a.removed().iter().any(|h| h == "x-auth-request-email"),
+            "the client's own email header is removed"
+        );
+    }
+    let a = s.check(api(&unverified(&s, "bob", json!(true)))).await;
+    assert_eq!(
+        a.upstream("x-auth-request-email").as_deref(),
+        Some("bob@example.com")
+    );
+
+    // Session from a browser login whose ID token says email_verified: false.
+    s.idp.set_extra_claims(json!({"email_verified": false}));
+    let mut jar = Jar::default();
+    let done = login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+    assert_eq!(done.status(), 302, "{}", done.body());
+    let a = s
+        .check(Req::browser("https://app1.example.test/").cookies(&jar))
+        .await;
+    assert!(a.is_allow(), "{a:?}");
+    assert_eq!(a.upstream("x-auth-request-user").as_deref(), Some("alice"));
+    assert_eq!(a.upstream("x-auth-request-email"), None);
+    let info: Value = http_client()
+        .get(s.http_url("/oauth2/userinfo"))
+        .header("host", "app1.example.test")
+        .header("cookie", jar.header().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["sub"], "alice");
+    assert_eq!(info["email"], Value::Null, "{info}");
+    s.stop().await;
+}
