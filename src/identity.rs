@@ -34,7 +34,8 @@ const MAX_CLAIM_LEN: usize = 1024;
 
 impl Identity {
     /// Takes the identity claims of a verified token. Values that are not strings, too long or
-    /// hold control characters (they would become header values) are left out. So is an
+    /// hold control characters (they would become header values) are left out. So is a group
+    /// holding `,` (the groups header is comma-joined: it would read as several groups), and an
     /// email whose `email_verified` claim is `false` unless `allow_unverified_email` (the rule's
     /// setting) says it counts anyway.
     pub fn from_claims(
@@ -49,15 +50,20 @@ impl Identity {
                 .map(str::to_string)
         };
         let sub = text("sub")?;
+        let group_ok = |s: &&str| header_safe(s) && !s.contains(',');
         let groups = match claims.get("groups") {
             Some(Value::Array(items)) => items
                 .iter()
                 .filter_map(Value::as_str)
-                .filter(|s| header_safe(s) && !s.contains(','))
+                .filter(group_ok)
                 .take(MAX_GROUPS)
                 .map(str::to_string)
                 .collect(),
-            Some(Value::String(s)) if header_safe(s) => vec![s.clone()],
+            Some(Value::String(s)) => Some(s.as_str())
+                .filter(group_ok)
+                .map(str::to_string)
+                .into_iter()
+                .collect(),
             _ => Vec::new(),
         };
         let verified = email_verified(claims);
@@ -248,5 +254,20 @@ mod tests {
         );
         assert_eq!(i.email_for(false), None);
         assert_eq!(i.email_for(true), Some("a@example.com"));
+    }
+
+    #[test]
+    fn a_string_groups_claim_holding_a_comma_is_dropped_not_split() {
+        let i = from(json!({"sub": "u", "groups": "admins,ops"}), false);
+        assert!(i.groups.is_empty(), "{:?}", i.groups);
+        let a = Allowed {
+            groups: vec!["admins".into()],
+            ..Default::default()
+        };
+        assert_eq!(check_allowed(&a, &i).unwrap_err().requirement, "allowed.groups");
+        let i = from(json!({"sub": "u", "groups": "admins"}), false);
+        assert_eq!(i.groups, vec!["admins".to_string()]);
+        let i = from(json!({"sub": "u", "groups": ["ops", "admins,ops"]}), false);
+        assert_eq!(i.groups, vec!["ops".to_string()]);
     }
 }

@@ -253,3 +253,32 @@ async fn an_unverified_email_is_not_sent_upstream_nor_shown_by_userinfo() {
     assert_eq!(info["email"], Value::Null, "{info}");
     s.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. groups
+
+#[tokio::test]
+async fn a_string_groups_claim_holding_a_comma_never_reaches_the_header() {
+    let s = stack_with(BASIC_CONFIG).await;
+    let mut c = s.idp.default_claims("bob");
+    c["groups"] = json!("admins,ops");
+    let a = s
+        .check(api(&s.idp.mint(c.clone())).header("x-auth-request-groups", "admins"))
+        .await;
+    assert!(a.is_allow(), "{a:?}");
+    assert_eq!(
+        a.upstream("x-auth-request-groups"),
+        None,
+        "one group `admins,ops` would read as two"
+    );
+    assert!(a.removed().iter().any(|h| h == "x-auth-request-groups"));
+
+    c["groups"] = json!("admins");
+    let a = s.check(api(&s.idp.mint(c.clone()))).await;
+    assert_eq!(a.upstream("x-auth-request-groups").as_deref(), Some("admins"));
+
+    c["groups"] = json!(["ops", "admins,ops", "dev"]);
+    let a = s.check(api(&s.idp.mint(c))).await;
+    assert_eq!(a.upstream("x-auth-request-groups").as_deref(), Some("ops,dev"));
+    s.stop().await;
+}
