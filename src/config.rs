@@ -169,16 +169,21 @@ fn yes() -> bool {
     true
 }
 
-/// Durations are written `30s`, `15m`, `24h`.
+/// Durations are written `30s`, `15m`, `24h`. They are counted in whole seconds (cookies and
+/// session times are), so a fraction is rounded up: `500ms` is 1 s, never 0.
 mod duration_text {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim()).map_err(|e| {
+        let parsed = humantime::parse_duration(text.trim()).map_err(|e| {
             serde::de::Error::custom(format!("`{text}` is not a duration like 30s, 15m or 24h ({e})"))
-        })
+        })?;
+        let whole = parsed
+            .as_secs()
+            .saturating_add(u64::from(parsed.subsec_nanos() > 0));
+        Ok(Duration::from_secs(whole))
     }
 }
 
@@ -568,8 +573,11 @@ fn check_session(session: &SessionConfig, file: &str, errors: &mut Vec<ConfigErr
             "`none` requires secure: true (browsers refuse it otherwise)".into(),
         );
     }
-    if session.max_lifetime < Duration::from_secs(60) {
-        push("session.max_lifetime".into(), "must be at least 1m".into());
+    if session.max_lifetime.is_zero() {
+        push(
+            "session.max_lifetime".into(),
+            "must be a positive duration like 30s, 15m or 24h".into(),
+        );
     }
 }
 

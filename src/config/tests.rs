@@ -659,6 +659,32 @@ fn max_lifetime_accepts_minutes_and_hours() {
 }
 
 #[test]
+fn max_lifetime_accepts_any_positive_duration() {
+    for (text, seconds) in [("3s", 3), ("1s", 1), ("59s", 59), ("1500ms", 2), ("1ms", 1)] {
+        let config = parse_ok(&format!(
+            "session:\n  secrets: [\"{SECRET}\"]\n  max_lifetime: {text}\n"
+        ));
+        assert_eq!(
+            config.session.max_lifetime,
+            Duration::from_secs(seconds),
+            "{text} (counted in whole seconds, rounded up)"
+        );
+    }
+}
+
+#[test]
+fn zero_max_lifetime_is_an_error_naming_the_field() {
+    for zero in ["0s", "0m", "0ns"] {
+        let found = only_error(&format!(
+            "session:\n  secrets: [\"{SECRET}\"]\n  max_lifetime: {zero}\n"
+        ));
+        assert_eq!(found.file, FILE);
+        assert_eq!(found.field, "session.max_lifetime", "{zero}");
+        assert!(found.message.contains("positive"), "{found:?}");
+    }
+}
+
+#[test]
 fn allow_unverified_email_is_a_rule_field_defaulting_to_false() {
     let parsed = parse_ok(&config(&[
         rule("strict", ""),
