@@ -334,6 +334,8 @@ impl fmt::Debug for RuleConfig {
 
 /// Minimum length of a session secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
+/// Minimum length of `server.admin_token`, in characters.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 impl Config {
     /// Reads, substitutes and checks a configuration file, then compiles its rules to make sure
@@ -516,6 +518,21 @@ fn resolve_secret_file(rule: &mut RuleConfig, base: &Path) -> Result<(), String>
 }
 
 fn check_server(server: &ServerConfig, file: &str, errors: &mut Vec<ConfigError>) {
+    if let Some(token) = &server.admin_token {
+        // The token guards every rule and its secret: it must not be guessable. (Its value is
+        // never printed, only its length.)
+        let chars = token.chars().count();
+        if chars < MIN_ADMIN_TOKEN_LEN {
+            errors.push(ConfigError {
+                file: file.into(),
+                rule: None,
+                field: "server.admin_token".into(),
+                message: format!(
+                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters (has {chars}); leave it out to disable the admin API"
+                ),
+            });
+        }
+    }
     for (field, value) in [
         ("server.grpc_listen", &server.grpc_listen),
         ("server.http_listen", &server.http_listen),

@@ -282,3 +282,27 @@ async fn a_string_groups_claim_holding_a_comma_never_reaches_the_header() {
     assert_eq!(a.upstream("x-auth-request-groups").as_deref(), Some("ops,dev"));
     s.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. admin token length (the CLI, as CI runs it)
+
+#[test]
+fn a_short_admin_token_is_refused_by_validate_naming_file_and_field() {
+    let path = "tests/configs/invalid/short-admin-token.yaml";
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oidc-authz"))
+        .args(["validate", "--config", path])
+        .env("OIDC_AUTHZ_ADMIN_TOKEN", "ci-admin-token-ci-admin-token-0000")
+        .env(
+            "OIDC_AUTHZ_SESSION_SECRET",
+            "ci-session-secret-0123456789abcdef0123456789abcdef",
+        )
+        .env("CORP_CLIENT_SECRET", "ci-client-secret")
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(path), "{err}");
+    assert!(err.contains("field \"server.admin_token\""), "{err}");
+    assert!(err.contains("16 characters"), "{err}");
+    assert!(!err.contains("`admin-token`"), "never the token: {err}");
+}
