@@ -306,3 +306,181 @@ fn a_short_admin_token_is_refused_by_validate_naming_file_and_field() {
     assert!(err.contains("16 characters"), "{err}");
     assert!(!err.contains("`admin-token`"), "never the token: {err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. the rule API keeps a stored secret only for the same issuer, discovery URL and client
+
+const ADMIN_TOKEN: &str = "token-rules-admin-token";
+
+fn store_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("oidc-authz-token-rules-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("rules.yaml")
+}
+
+async fn admin_stack(store: &std::path::Path) -> Stack {
+    let cfg = BASIC_CONFIG
+        .replace(
+            "rules_store: inline",
+            &format!("rules_store: file:{}", store.display()),
+        )
+        .replace(
+            "session:",
+            &format!("server:\n  admin_token: {ADMIN_TOKEN}\nsession:"),
+        );
+    stack_with(&cfg).await
+}
+
+async fn call(s: &Stack, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = http_client()
+        .request(method.parse().unwrap(), s.admin_url(path))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn moving_a_rule_to_another_issuer_or_client_needs_the_secret_again() {
+    let store = store_path("rest");
+    let s = admin_stack(&store).await;
+    let secret = s.idp.client_secret();
+    let (st, corp) = call(&s, "GET", "/api/v1/rules/corp", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(corp["client_secret"], "******");
+    let before = std::fs::read_to_string(&store).unwrap();
+    assert!(before.contains(&secret));
+
+    let changes = [
+        ("issuer", json!("http://127.0.0.66:9")),
+        (
+            "discovery_url",
+            json!("http://127.0.0.66:9/.well-known/openid-configuration"),
+        ),
+        ("client_id", json!("someone-else")),
+    ];
+    for (field, value) in &changes {
+        for secret_sent in [None, Some("******"), Some("")] {
+            let mut edited = corp.clone();
+            edited[*field] = value.clone();
+            match secret_sent {
+                Some(v) => edited["client_secret"] = json!(v),
+                None => {
+                    edited.as_object_mut().unwrap().remove("client_secret");
+                }
+            }
+            let (st, e) = call(&s, "PUT", "/api/v1/rules/corp", Some(edited)).await;
+            assert_eq!(st, 400, "{field} changed, secret {secret_sent:?}: {e}");
+            assert_eq!(e["field"], "client_secret", "{e}");
+            assert!(e["error"].as_str().unwrap().contains(field), "{e}");
+            assert_eq!(
+                std::fs::read_to_string(&store).unwrap(),
+                before,
+                "nothing is stored"
+            );
+            let (_, now) = call(&s, "GET", "/api/v1/rules/corp", None).await;
+            assert_eq!(now, corp, "the rule is unchanged");
+        }
+    }
+
+    // The same edits with a new secret are accepted and store that secret.
+    let (field, value) = &changes[0];
+    let mut edited = corp.clone();
+    edited[*field] = value.clone();
+    edited["client_secret"] = json!("a-brand-new-secret");
+    let (st, rule) = call(&s, "PUT", "/api/v1/rules/corp", Some(edited)).await;
+    assert_eq!(st, 200, "{rule}");
+    assert_eq!(rule["issuer"], "http://127.0.0.66:9");
+    let stored = std::fs::read_to_string(&store).unwrap();
+    assert!(stored.contains("a-brand-new-secret"));
+    assert!(!stored.contains(&secret), "the old secret is gone");
+
+    // Other edits still keep the stored secret.
+    let (_, corp) = call(&s, "GET", "/api/v1/rules/corp", None).await;
+    let mut edited = corp.clone();
+    edited["scope"] = json!("openid profile");
+    let (st, rule) = call(&s, "PUT", "/api/v1/rules/corp", Some(edited)).await;
+    assert_eq!(st, 200, "{rule}");
+    assert!(std::fs::read_to_string(&store)
+        .unwrap()
+        .contains("a-brand-new-secret"));
+    s.stop().await;
+}
+
+fn authed<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn the_grpc_update_refuses_a_new_issuer_without_the_secret_too() {
+    use oidc_authz::admin_api::v1::rule_service_client::RuleServiceClient;
+    use oidc_authz::admin_api::v1::{GetRuleRequest, UpdateRuleRequest};
+
+    let store = store_path("grpc");
+    let s = admin_stack(&store).await;
+    let before = std::fs::read_to_string(&store).unwrap();
+    let channel = tonic::transport::Channel::from_shared(s.admin_url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = RuleServiceClient::new(channel);
+    let mut rule = c
+        .get_rule(authed(GetRuleRequest { name: "corp".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    rule.issuer = "http://127.0.0.66:9".into();
+    let err = c
+        .update_rule(authed(UpdateRuleRequest {
+            name: "corp".into(),
+            rule: Some(rule.clone()),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("client_secret:"), "{err:?}");
+    assert_eq!(
+        std::fs::read_to_string(&store).unwrap(),
+        before,
+        "nothing is stored"
+    );
+    // allow_unverified_email goes through the gRPC API as well.
+    rule.client_secret = "a-brand-new-secret".into();
+    rule.allow_unverified_email = true;
+    let saved = c
+        .update_rule(authed(UpdateRuleRequest {
+            name: "corp".into(),
+            rule: Some(rule),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(saved.allow_unverified_email);
+    assert_eq!(saved.client_secret, "******");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn allow_unverified_email_is_a_rule_field_of_the_rest_api() {
+    let store = store_path("field");
+    let s = admin_stack(&store).await;
+    let (_, mut corp) = call(&s, "GET", "/api/v1/rules/corp", None).await;
+    assert_eq!(corp["allow_unverified_email"], false);
+    corp["allow_unverified_email"] = json!(true);
+    corp["allowed"] = json!({"email_domains": ["example.com"]});
+    let (st, rule) = call(&s, "PUT", "/api/v1/rules/corp", Some(corp)).await;
+    assert_eq!(st, 200, "{rule}");
+    assert_eq!(rule["allow_unverified_email"], true);
+    // Check follows at once.
+    let a = s.check(api(&unverified(&s, "bob", json!(false)))).await;
+    assert!(a.is_allow(), "{a:?}");
+    s.stop().await;
+}
