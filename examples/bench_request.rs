@@ -87,6 +87,7 @@ fn run(config_path: &Path, url: &str, out: &Path) -> Result<String, String> {
     let identity = Identity {
         sub: "248289761001-8f1c2a7e-3b4d-4e5f-9a0b-1c2d3e4f5a6b".into(),
         email: Some(email.clone()),
+        email_unverified: false,
         preferred_username: Some("jane.doe".into()),
         groups: groups.clone(),
         sid: Some("08a5019c-17e1-4977-8f42-65a12843ea02".into()),

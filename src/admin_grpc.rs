@@ -105,6 +105,7 @@ fn to_config(r: pb::Rule) -> Result<RuleConfig, Status> {
         audiences: r.audiences,
         post_logout_redirect_url: non_empty(r.post_logout_redirect_url),
         insecure_allow_http: r.insecure_allow_http,
+        allow_unverified_email: r.allow_unverified_email,
     })
 }
 
@@ -168,6 +169,7 @@ fn to_proto(r: RuleConfig) -> pb::Rule {
         audiences: r.audiences,
         post_logout_redirect_url: r.post_logout_redirect_url.unwrap_or_default(),
         insecure_allow_http: r.insecure_allow_http,
+        allow_unverified_email: r.allow_unverified_email,
     }
 }
 

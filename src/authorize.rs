@@ -196,7 +196,7 @@ async fn login_with(
             ));
         };
         return match provider.verify(token, rule, None, now).await {
-            Ok(claims) => match Identity::from_claims(&claims) {
+            Ok(claims) => match Identity::from_claims(&claims, rule.allowed.allow_unverified_email) {
                 Some(identity) => {
                     if let Err(e) = check_allowed(&rule.allowed, &identity) {
                         bump(&app.metrics.forbidden);

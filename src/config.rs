@@ -169,16 +169,21 @@ fn yes() -> bool {
     true
 }
 
-/// Durations are written `30s`, `15m`, `24h`.
+/// Durations are written `30s`, `15m`, `24h`. They are counted in whole seconds (cookies and
+/// session times are), so a fraction is rounded up: `500ms` is 1 s, never 0.
 mod duration_text {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim()).map_err(|e| {
+        let parsed = humantime::parse_duration(text.trim()).map_err(|e| {
             serde::de::Error::custom(format!("`{text}` is not a duration like 30s, 15m or 24h ({e})"))
-        })
+        })?;
+        let whole = parsed
+            .as_secs()
+            .saturating_add(u64::from(parsed.subsec_nanos() > 0));
+        Ok(Duration::from_secs(whole))
     }
 }
 
@@ -297,6 +302,9 @@ pub struct RuleConfig {
     pub post_logout_redirect_url: Option<String>,
     #[serde(default)]
     pub insecure_allow_http: bool,
+    /// Trust an email whose `email_verified` claim is `false` (for `allowed` and the email header).
+    #[serde(default)]
+    pub allow_unverified_email: bool,
 }
 
 impl fmt::Debug for RuleConfig {
@@ -319,12 +327,15 @@ impl fmt::Debug for RuleConfig {
             .field("audiences", &self.audiences)
             .field("post_logout_redirect_url", &self.post_logout_redirect_url)
             .field("insecure_allow_http", &self.insecure_allow_http)
+            .field("allow_unverified_email", &self.allow_unverified_email)
             .finish()
     }
 }
 
 /// Minimum length of a session secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
+/// Minimum length of `server.admin_token`, in characters.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 impl Config {
     /// Reads, substitutes and checks a configuration file, then compiles its rules to make sure
@@ -507,6 +518,21 @@ fn resolve_secret_file(rule: &mut RuleConfig, base: &Path) -> Result<(), String>
 }
 
 fn check_server(server: &ServerConfig, file: &str, errors: &mut Vec<ConfigError>) {
+    if let Some(token) = &server.admin_token {
+        // The token guards every rule and its secret: it must not be guessable. (Its value is
+        // never printed, only its length.)
+        let chars = token.chars().count();
+        if chars < MIN_ADMIN_TOKEN_LEN {
+            errors.push(ConfigError {
+                file: file.into(),
+                rule: None,
+                field: "server.admin_token".into(),
+                message: format!(
+                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters (has {chars}); leave it out to disable the admin API"
+                ),
+            });
+        }
+    }
     for (field, value) in [
         ("server.grpc_listen", &server.grpc_listen),
         ("server.http_listen", &server.http_listen),
@@ -564,8 +590,11 @@ fn check_session(session: &SessionConfig, file: &str, errors: &mut Vec<ConfigErr
             "`none` requires secure: true (browsers refuse it otherwise)".into(),
         );
     }
-    if session.max_lifetime < Duration::from_secs(60) {
-        push("session.max_lifetime".into(), "must be at least 1m".into());
+    if session.max_lifetime.is_zero() {
+        push(
+            "session.max_lifetime".into(),
+            "must be a positive duration like 30s, 15m or 24h".into(),
+        );
     }
 }
 
@@ -596,7 +625,12 @@ fn rule_of_path(root: &Value, field: &str) -> Option<String> {
 /// The schema has no numeric fields and only these boolean ones, so a number anywhere, or a
 /// boolean elsewhere, was meant as text (`client_id: 1234567890`): keep it as a string.
 fn stringify_scalars(value: &mut Value, key: &str) {
-    const BOOLEAN_FIELDS: &[&str] = &["enabled", "secure", "insecure_allow_http"];
+    const BOOLEAN_FIELDS: &[&str] = &[
+        "enabled",
+        "secure",
+        "insecure_allow_http",
+        "allow_unverified_email",
+    ];
     match value {
         Value::Number(n) => *value = Value::String(n.to_string()),
         Value::Bool(b) if !BOOLEAN_FIELDS.contains(&key) => *value = Value::String(b.to_string()),

@@ -10,8 +10,15 @@ use crate::rules::Allowed;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub sub: String,
+    /// Only an email that counts: one whose `email_verified` claim is not `false`, or any email
+    /// when the rule allows unverified ones (see `email_unverified`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// `email` is kept although its `email_verified` claim is `false`, because the rule that
+    /// built this identity sets `allow_unverified_email`. Another rule (or this one, once the
+    /// setting is turned off) does not count such an email for its `allowed` lists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_unverified: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_username: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -27,8 +34,14 @@ const MAX_CLAIM_LEN: usize = 1024;
 
 impl Identity {
     /// Takes the identity claims of a verified token. Values that are not strings, too long or
-    /// hold control characters (they would become header values) are left out.
-    pub fn from_claims(claims: &serde_json::Map<String, Value>) -> Option<Identity> {
+    /// hold control characters (they would become header values) are left out. So is a group
+    /// holding `,` (the groups header is comma-joined: it would read as several groups), and an
+    /// email whose `email_verified` claim is `false` unless `allow_unverified_email` (the rule's
+    /// setting) says it counts anyway.
+    pub fn from_claims(
+        claims: &serde_json::Map<String, Value>,
+        allow_unverified_email: bool,
+    ) -> Option<Identity> {
         let text = |k: &str| {
             claims
                 .get(k)
@@ -37,24 +50,49 @@ impl Identity {
                 .map(str::to_string)
         };
         let sub = text("sub")?;
+        let group_ok = |s: &&str| header_safe(s) && !s.contains(',');
         let groups = match claims.get("groups") {
             Some(Value::Array(items)) => items
                 .iter()
                 .filter_map(Value::as_str)
-                .filter(|s| header_safe(s) && !s.contains(','))
+                .filter(group_ok)
                 .take(MAX_GROUPS)
                 .map(str::to_string)
                 .collect(),
-            Some(Value::String(s)) if header_safe(s) => vec![s.clone()],
+            Some(Value::String(s)) => Some(s.as_str())
+                .filter(group_ok)
+                .map(str::to_string)
+                .into_iter()
+                .collect(),
             _ => Vec::new(),
         };
+        let verified = email_verified(claims);
+        let email = text("email").filter(|_| verified || allow_unverified_email);
         Some(Identity {
             sub,
-            email: text("email"),
+            email_unverified: email.is_some() && !verified,
+            email,
             preferred_username: text("preferred_username"),
             groups,
             sid: text("sid"),
         })
+    }
+
+    /// The email that counts for a rule with this `allow_unverified_email` setting.
+    pub fn email_for(&self, allow_unverified_email: bool) -> Option<&str> {
+        self.email
+            .as_deref()
+            .filter(|_| !self.email_unverified || allow_unverified_email)
+    }
+}
+
+/// Whether the claims' email is verified: only an `email_verified` of `false` (or the string
+/// `"false"`, which some providers send) says it is not; a missing claim counts as verified.
+fn email_verified(claims: &serde_json::Map<String, Value>) -> bool {
+    match claims.get("email_verified") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => !s.trim().eq_ignore_ascii_case("false"),
+        _ => true,
     }
 }
 
@@ -72,7 +110,9 @@ pub struct NotAllowed {
 
 /// Applies the rule's `allowed` checks. Every non-empty list must be satisfied.
 pub fn check_allowed(allowed: &Allowed, id: &Identity) -> Result<(), NotAllowed> {
-    let email = id.email.as_deref().map(str::to_ascii_lowercase);
+    let email = id
+        .email_for(allowed.allow_unverified_email)
+        .map(str::to_ascii_lowercase);
     if !allowed.emails.is_empty()
         && !email
             .as_ref()
@@ -148,8 +188,86 @@ mod tests {
     #[test]
     fn claims_with_control_characters_are_dropped() {
         let c = json!({"sub": "u1", "email": "a@b\r\nx-evil: 1", "groups": ["a", "b\n", 3, "c,d"]});
-        let i = Identity::from_claims(c.as_object().unwrap()).unwrap();
+        let i = Identity::from_claims(c.as_object().unwrap(), false).unwrap();
         assert_eq!(i.email, None);
         assert_eq!(i.groups, vec!["a".to_string()]);
+    }
+
+    fn from(claims: serde_json::Value, allow_unverified_email: bool) -> Identity {
+        Identity::from_claims(claims.as_object().unwrap(), allow_unverified_email).unwrap()
+    }
+
+    #[test]
+    fn an_email_with_email_verified_false_does_not_count() {
+        for verified in [json!(false), json!("false"), json!("FALSE")] {
+            let i = from(
+                json!({"sub": "u", "email": "a@example.com", "email_verified": verified}),
+                false,
+            );
+            assert_eq!(i.email, None, "email_verified: {verified}");
+            let domains = Allowed {
+                email_domains: vec!["example.com".into()],
+                ..Default::default()
+            };
+            assert_eq!(
+                check_allowed(&domains, &i).unwrap_err().requirement,
+                "allowed.email_domains"
+            );
+            let emails = Allowed {
+                emails: vec!["a@example.com".into()],
+                ..Default::default()
+            };
+            assert_eq!(
+                check_allowed(&emails, &i).unwrap_err().requirement,
+                "allowed.emails"
+            );
+        }
+        // A missing claim, or anything but false, counts as verified.
+        for claims in [
+            json!({"sub": "u", "email": "a@example.com"}),
+            json!({"sub": "u", "email": "a@example.com", "email_verified": true}),
+            json!({"sub": "u", "email": "a@example.com", "email_verified": "true"}),
+        ] {
+            let i = from(claims.clone(), false);
+            assert_eq!(i.email.as_deref(), Some("a@example.com"), "{claims}");
+            assert!(!i.email_unverified);
+        }
+    }
+
+    #[test]
+    fn allow_unverified_email_counts_an_unverified_email_for_that_rule_only() {
+        let claims = json!({"sub": "u", "email": "a@example.com", "email_verified": false});
+        let i = from(claims, true);
+        assert_eq!(i.email.as_deref(), Some("a@example.com"));
+        assert!(i.email_unverified);
+        let mut allowed = Allowed {
+            email_domains: vec!["example.com".into()],
+            allow_unverified_email: true,
+            ..Default::default()
+        };
+        assert!(check_allowed(&allowed, &i).is_ok());
+        // The same identity (a session) on a rule without the setting: the email does not count.
+        allowed.allow_unverified_email = false;
+        assert_eq!(
+            check_allowed(&allowed, &i).unwrap_err().requirement,
+            "allowed.email_domains"
+        );
+        assert_eq!(i.email_for(false), None);
+        assert_eq!(i.email_for(true), Some("a@example.com"));
+    }
+
+    #[test]
+    fn a_string_groups_claim_holding_a_comma_is_dropped_not_split() {
+        let i = from(json!({"sub": "u", "groups": "admins,ops"}), false);
+        assert!(i.groups.is_empty(), "{:?}", i.groups);
+        let a = Allowed {
+            groups: vec!["admins".into()],
+            ..Default::default()
+        };
+        assert_eq!(check_allowed(&a, &i).unwrap_err().requirement, "allowed.groups");
+        let i = from(json!({"sub": "u", "groups": "admins"}), false);
+        assert_eq!(i.groups, vec!["admins".to_string()]);
+        let i = from(json!({"sub": "u", "groups": ["ops", "admins,ops"]}), false);
+        assert_eq!(i.groups, vec!["ops".to_string()]);
     }
 }

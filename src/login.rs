@@ -259,7 +259,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
             return r;
         }
     };
-    let Some(identity) = Identity::from_claims(&claims) else {
+    let Some(identity) = Identity::from_claims(&claims, rule.allowed.allow_unverified_email) else {
         let mut r = Reply::page(403, "Sign-in failed", "The ID token has no usable subject.", None);
         r.add_cookies(clear_login);
         return r;

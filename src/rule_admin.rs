@@ -160,7 +160,9 @@ impl RuleAdmin {
         .ok_or_else(|| AdminError::NotFound(name.clone()))
     }
 
-    /// Replaces a rule; an omitted or redacted secret keeps the stored one.
+    /// Replaces a rule; an omitted or redacted secret keeps the stored one, unless the rule now
+    /// points elsewhere (`issuer`, `discovery_url` or `client_id` changed): then the secret must
+    /// be sent again, so the admin token alone cannot send the stored secret to another host.
     pub fn update(&self, name: &str, rule: RuleConfig) -> Result<RuleConfig, AdminError> {
         let new_name = rule.name.clone();
         self.change("update", name, |rules| {
@@ -174,7 +176,7 @@ impl RuleAdmin {
                     format!("a rule cannot be renamed (`{name}` to `{new_name}`): create a new rule instead"),
                 ));
             }
-            let stored = rules[i].client_secret.clone();
+            let stored = kept_secret(&rules[i], &rule)?;
             rules[i] = normalize_incoming(rule, stored)?;
             Ok(Some(new_name.clone()))
         })?
@@ -245,6 +247,34 @@ impl RuleAdmin {
         state.version = version;
         tracing::info!(target: "audit", action = "reload", store = %self.store.describe(), "audit: rules reloaded from the store");
         Ok(true)
+    }
+}
+
+/// The stored secret an edit may keep: none when the edit changes where the secret would be
+/// sent (`issuer`, `discovery_url`: the token endpoint comes from discovery) or whom it belongs
+/// to (`client_id`). Then an edit without a new secret is refused.
+fn kept_secret(stored: &RuleConfig, incoming: &RuleConfig) -> Result<Option<String>, AdminError> {
+    let given = incoming
+        .client_secret
+        .as_deref()
+        .is_some_and(|s| s != REDACTED && !s.is_empty());
+    let blank_is_none = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    let moved = if stored.issuer != incoming.issuer {
+        Some("issuer")
+    } else if blank_is_none(&stored.discovery_url) != blank_is_none(&incoming.discovery_url) {
+        Some("discovery_url")
+    } else if stored.client_id != incoming.client_id {
+        Some("client_id")
+    } else {
+        None
+    };
+    match moved {
+        None => Ok(stored.client_secret.clone()),
+        Some(_) if given => Ok(None),
+        Some(field) => Err(AdminError::invalid(
+            "client_secret",
+            format!("`{field}` changed: send client_secret again (the stored secret is kept only for the same issuer, discovery_url and client_id)"),
+        )),
     }
 }
 

@@ -126,7 +126,7 @@ rules:                                       # initial rules (imported into an e
 
 fn design_env(name: &str) -> Option<String> {
     match name {
-        "OIDC_AUTHZ_ADMIN_TOKEN" => Some("admin-token".into()),
+        "OIDC_AUTHZ_ADMIN_TOKEN" => Some("admin-token-0123456789".into()),
         "OIDC_AUTHZ_SESSION_SECRET" => Some(SECRET.into()),
         "CORP_CLIENT_SECRET" => Some("corp-client-secret".into()),
         _ => None,
@@ -141,7 +141,10 @@ fn design_example_configuration_parses() {
     assert_eq!(config.server.grpc_addr(), "0.0.0.0:9001".parse().ok());
     assert_eq!(config.server.http_addr(), "0.0.0.0:9002".parse().ok());
     assert_eq!(config.server.admin_addr(), "127.0.0.1:9003".parse().ok());
-    assert_eq!(config.server.admin_token.as_deref(), Some("admin-token"));
+    assert_eq!(
+        config.server.admin_token.as_deref(),
+        Some("admin-token-0123456789")
+    );
     assert_eq!(config.session.secrets, vec![SECRET.to_string()]);
     assert_eq!(config.session.store, SessionStoreKind::Cookie);
     assert_eq!(config.session.cookie_name, "_oidc_authz");
@@ -230,7 +233,7 @@ fn env_variables_are_substituted_in_string_values() {
                 "REGION" => "eu",
                 "CORP_SECRET" => "from-the-environment",
                 "PUBLIC_HOST" => "www.example.com",
-                "ADMIN" => "tok",
+                "ADMIN" => "tok-0123456789",
                 _ => return None,
             }
             .to_string(),
@@ -245,7 +248,10 @@ fn env_variables_are_substituted_in_string_values() {
         corp.authorization.conditions[0].domain.as_deref(),
         Some("www.example.com")
     );
-    assert_eq!(config.server.admin_token.as_deref(), Some("Bearer-tok"));
+    assert_eq!(
+        config.server.admin_token.as_deref(),
+        Some("Bearer-tok-0123456789")
+    );
 }
 
 #[test]
@@ -656,6 +662,81 @@ fn max_lifetime_accepts_minutes_and_hours() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn max_lifetime_accepts_any_positive_duration() {
+    for (text, seconds) in [("3s", 3), ("1s", 1), ("59s", 59), ("1500ms", 2), ("1ms", 1)] {
+        let config = parse_ok(&format!(
+            "session:\n  secrets: [\"{SECRET}\"]\n  max_lifetime: {text}\n"
+        ));
+        assert_eq!(
+            config.session.max_lifetime,
+            Duration::from_secs(seconds),
+            "{text} (counted in whole seconds, rounded up)"
+        );
+    }
+}
+
+#[test]
+fn zero_max_lifetime_is_an_error_naming_the_field() {
+    for zero in ["0s", "0m", "0ns"] {
+        let found = only_error(&format!(
+            "session:\n  secrets: [\"{SECRET}\"]\n  max_lifetime: {zero}\n"
+        ));
+        assert_eq!(found.file, FILE);
+        assert_eq!(found.field, "session.max_lifetime", "{zero}");
+        assert!(found.message.contains("positive"), "{found:?}");
+    }
+}
+
+#[test]
+fn admin_token_shorter_than_16_characters_is_refused() {
+    for short in [
+        "short",
+        "admin-token",
+        "fifteen-chars-x",
+        "\"\"",
+        "ééééééééééééééé",
+    ] {
+        let found = only_error(&format!(
+            "server:\n  admin_token: {short}\nsession:\n  secrets: [\"{SECRET}\"]\n"
+        ));
+        assert_eq!(found.file, FILE);
+        assert_eq!(found.rule, None);
+        assert_eq!(found.field, "server.admin_token", "{short}");
+        assert!(found.message.contains("16 characters"), "{found:?}");
+        let shown = found.to_string();
+        assert!(
+            shown.contains(FILE) && shown.contains("server.admin_token"),
+            "{shown}"
+        );
+        if short.len() > 2 {
+            assert!(!shown.contains(short), "the token is never printed: {shown}");
+        }
+    }
+    for long_enough in ["sixteen-chars-xx", "éééééééééééééééé"] {
+        let config = parse_ok(&format!(
+            "server:\n  admin_token: {long_enough}\nsession:\n  secrets: [\"{SECRET}\"]\n"
+        ));
+        assert_eq!(config.server.admin_token.as_deref(), Some(long_enough));
+    }
+}
+
+#[test]
+fn allow_unverified_email_is_a_rule_field_defaulting_to_false() {
+    let parsed = parse_ok(&config(&[
+        rule("strict", ""),
+        rule("lenient", "allow_unverified_email: true"),
+    ]));
+    assert!(!parsed.rules[0].allow_unverified_email);
+    assert!(parsed.rules[1].allow_unverified_email);
+    let rules = RuleSet::compile(&parsed.rules, parsed.default_action).expect("rules compile");
+    assert!(!rules.all()[0].allowed.allow_unverified_email);
+    assert!(rules.all()[1].allowed.allow_unverified_email);
+    let found = only_error(&config(&[rule("corp", "allow_unverified_email: maybe")]));
+    assert_eq!(found.rule.as_deref(), Some("corp"));
+    assert_eq!(found.field, "allow_unverified_email");
 }
 
 #[test]

@@ -2,6 +2,11 @@
 //! keys, and the claims (`iss` exact, `aud`/`azp`, `exp`/`nbf`/`iat` with 60 s of skew, `nonce`
 //! at the callback). Each failure is its own variant, so callers and logs can say which check
 //! failed without ever printing the token.
+//!
+//! These checks are for ID tokens and bearer tokens: a header with `crit` (RFC 7515 §4.1.11; we
+//! understand no extension), a `typ` of `logout+jwt` and an `events` claim are refused, so a
+//! back-channel logout token can never be used to sign in. A logout-token validator must not
+//! reuse `read_header`/`check_claims` as they are.
 
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
@@ -54,6 +59,10 @@ pub enum TokenError {
     Nonce,
     #[error("the token lacks the `{0}` claim")]
     MissingClaim(&'static str),
+    #[error("the token's header has `crit`, and no extension is understood")]
+    CriticalHeader,
+    #[error("the token is a logout token, not an ID or access token")]
+    LogoutToken,
 }
 
 /// The algorithms we accept from a provider: its advertised list, asymmetric ones only.
@@ -94,10 +103,18 @@ pub struct TokenHeader {
 }
 
 /// Reads the header and applies the algorithm policy. `alg: none` and unknown algorithms fail
-/// here, as does any HMAC algorithm.
+/// here, as does any HMAC algorithm, a header with `crit` and a logout token's `typ`.
 pub fn read_header(token: &str, accepted: &[Algorithm]) -> Result<TokenHeader, TokenError> {
     if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
         return Err(TokenError::Malformed);
+    }
+    // Read as plain JSON first, so that any `crit` (whatever its shape) and any `typ` are seen.
+    let raw = raw_header(token).ok_or(TokenError::Malformed)?;
+    if raw.contains_key("crit") {
+        return Err(TokenError::CriticalHeader);
+    }
+    if raw.get("typ").and_then(Value::as_str).is_some_and(is_logout_typ) {
+        return Err(TokenError::LogoutToken);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::Json(_) => {
@@ -115,14 +132,32 @@ pub fn read_header(token: &str, accepted: &[Algorithm]) -> Result<TokenHeader, T
     })
 }
 
-fn raw_alg(token: &str) -> Option<String> {
+/// The header as a JSON object, if it is one.
+fn raw_header(token: &str) -> Option<Map<String, Value>> {
     use base64::Engine;
     let head = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(head)
         .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("alg")?.as_str().map(|s| s.chars().take(16).collect())
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+fn raw_alg(token: &str) -> Option<String> {
+    let header = raw_header(token)?;
+    header.get("alg")?.as_str().map(|s| s.chars().take(16).collect())
+}
+
+/// `logout+jwt`, in any case, with or without the `application/` prefix (RFC 7515 §4.1.9).
+fn is_logout_typ(typ: &str) -> bool {
+    let typ = typ.trim();
+    let bare = match (typ.get(..12), typ.get(12..)) {
+        (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => rest,
+        _ => typ,
+    };
+    bare.eq_ignore_ascii_case("logout+jwt")
 }
 
 /// What the claims must satisfy.
@@ -174,6 +209,10 @@ pub fn verify(
 
 /// The claim checks, apart from the signature.
 pub fn check_claims(claims: &Map<String, Value>, expect: &Expect<'_>) -> Result<(), TokenError> {
+    // A logout token (OIDC Back-Channel Logout 1.0 §2.4) carries `events`; it never signs in.
+    if claims.contains_key("events") {
+        return Err(TokenError::LogoutToken);
+    }
     match claims.get("iss").and_then(Value::as_str) {
         Some(iss) if iss == expect.issuer => {}
         Some(_) => return Err(TokenError::Issuer),
@@ -319,5 +358,66 @@ mod tests {
             read_header(t, &[Algorithm::RS256]),
             Err(TokenError::Algorithm(_))
         ));
+    }
+
+    /// An unsigned token with this header and empty claims; `read_header` looks at the header only.
+    fn with_header(header: Value) -> String {
+        use base64::Engine;
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.c2ln", b64(&header), b64(&json!({})))
+    }
+
+    #[test]
+    fn a_header_with_crit_is_refused() {
+        for crit in [
+            json!(["exp"]),
+            json!(["b64"]),
+            json!([]),
+            json!("exp"),
+            json!(null),
+        ] {
+            let t = with_header(json!({"alg": "RS256", "kid": "k1", "crit": crit, "exp": 1}));
+            assert_eq!(
+                read_header(&t, &[Algorithm::RS256]).map(|h| h.alg),
+                Err(TokenError::CriticalHeader),
+                "crit: {crit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_logout_token_typ_is_refused_in_any_case_and_form() {
+        for typ in [
+            "logout+jwt",
+            "Logout+JWT",
+            "application/logout+jwt",
+            "APPLICATION/Logout+Jwt",
+        ] {
+            let t = with_header(json!({"alg": "RS256", "kid": "k1", "typ": typ}));
+            assert_eq!(
+                read_header(&t, &[Algorithm::RS256]).map(|h| h.alg),
+                Err(TokenError::LogoutToken),
+                "typ: {typ}"
+            );
+        }
+        for typ in ["JWT", "at+jwt", "application/jwt", "logout", "application/"] {
+            let t = with_header(json!({"alg": "RS256", "kid": "k1", "typ": typ}));
+            assert!(read_header(&t, &[Algorithm::RS256]).is_ok(), "typ: {typ}");
+        }
+    }
+
+    #[test]
+    fn claims_with_events_are_a_logout_token_and_refused() {
+        let now = 1_000_000;
+        let c = claims(json!({
+            "iss": "https://idp", "sub": "u", "aud": "gw", "exp": now + 10,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}
+        }));
+        assert_eq!(check_claims(&c, &expect(now)), Err(TokenError::LogoutToken));
+        let mut at_callback = expect(now);
+        at_callback.nonce = Some("n");
+        let mut c = c;
+        c.insert("nonce".into(), json!("n"));
+        assert_eq!(check_claims(&c, &at_callback), Err(TokenError::LogoutToken));
     }
 }

@@ -61,6 +61,9 @@ pub struct Allowed {
     pub emails: Vec<String>,
     pub email_domains: Vec<String>,
     pub groups: Vec<String>,
+    /// The rule's `allow_unverified_email`: an email whose `email_verified` claim is `false`
+    /// counts for the lists above and for `x-auth-request-email`.
+    pub allow_unverified_email: bool,
 }
 
 /// One compiled rule.
@@ -405,7 +408,7 @@ fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
         }
     }
 
-    let allowed = lower_allowed(&c.allowed);
+    let allowed = lower_allowed(&c.allowed, c.allow_unverified_email);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -453,7 +456,7 @@ fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
     }
 }
 
-fn lower_allowed(a: &AllowedConfig) -> Allowed {
+fn lower_allowed(a: &AllowedConfig, allow_unverified_email: bool) -> Allowed {
     Allowed {
         emails: a.emails.iter().map(|e| e.trim().to_ascii_lowercase()).collect(),
         email_domains: a
@@ -462,6 +465,7 @@ fn lower_allowed(a: &AllowedConfig) -> Allowed {
             .map(|d| d.trim().trim_start_matches('.').to_ascii_lowercase())
             .collect(),
         groups: a.groups.clone(),
+        allow_unverified_email,
     }
 }
 

@@ -10,7 +10,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_oidc-authz");
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
-        .env("OIDC_AUTHZ_ADMIN_TOKEN", "admin-token")
+        .env("OIDC_AUTHZ_ADMIN_TOKEN", "ci-admin-token-ci-admin-token-0000")
         .env("OIDC_AUTHZ_SESSION_SECRET", "0123456789abcdef0123456789abcdef-ci")
         .env("CORP_CLIENT_SECRET", "corp-secret")
         .output()

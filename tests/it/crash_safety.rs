@@ -65,7 +65,7 @@ async fn sigkill_during_writes_never_loses_or_corrupts_an_acknowledged_change() 
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let config = dir.join("config.yaml");
         let text = format!(
-            "server:\n  grpc_listen: 127.0.0.1:{grpc}\n  http_listen: 127.0.0.1:{http}\n  admin_listen: 127.0.0.1:{admin}\n  admin_token: crash-token\n\
+            "server:\n  grpc_listen: 127.0.0.1:{grpc}\n  http_listen: 127.0.0.1:{http}\n  admin_listen: 127.0.0.1:{admin}\n  admin_token: crash-token-0123456789\n\
              session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules_store: file:rules.yaml\n\
              rules:\n  - name: corp\n    issuer: http://127.0.0.1:1\n    redirect_url: http://127.0.0.1:{http}/oauth2/callback\n    client_id: c\n    client_secret: s\n"
         );
@@ -98,7 +98,7 @@ async fn sigkill_during_writes_never_loses_or_corrupts_an_acknowledged_change() 
                 for i in 0.. {
                     let r = client
                         .post(&base)
-                        .header("authorization", "Bearer crash-token")
+                        .header("authorization", "Bearer crash-token-0123456789")
                         .json(&serde_json::json!({"path": format!("/r{round}/c{i}"), "match": "exact"}))
                         .send()
                         .await;

@@ -12,3 +12,4 @@ mod crash_safety;
 mod endpoints;
 mod idp_selftest;
 mod login_flow;
+mod token_rules;
