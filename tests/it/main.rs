@@ -9,5 +9,6 @@ mod bearer_tokens;
 mod cli;
 mod crash_safety;
 mod endpoints;
+mod hostile_http;
 mod idp_selftest;
 mod login_flow;
