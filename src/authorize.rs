@@ -159,8 +159,12 @@ async fn login_with(
                 UpstreamToken::None => None,
             };
             let mut allow = identity_allow(rule, &session.identity, spoofed);
-            if let Some(t) = token {
-                allow.set.push(("authorization", format!("Bearer {t}")));
+            match token {
+                Some(t) => allow.set.push(("authorization", format!("Bearer {t}"))),
+                // The session authenticated this request, not whatever the client put in
+                // `authorization`: it must not reach the backend as if we had vouched for it.
+                None if req.header("authorization").is_some() => allow.remove.push("authorization".into()),
+                None => {}
             }
             strip_session_cookie(app, cookie_header, &mut allow);
             bump(&app.metrics.allow_session);

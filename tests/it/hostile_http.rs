@@ -15,6 +15,46 @@ async fn stack() -> Stack {
     stack_with(BASIC_CONFIG).await
 }
 
+// -- 5. the client's own authorization header --------------------------------------------------
+
+#[tokio::test]
+async fn a_session_allow_never_passes_the_clients_own_authorization_header() {
+    let cfg = BASIC_CONFIG.replace(
+        "    domains: [\"*.example.test\"]",
+        "    domains: [\"*.example.test\"]\n    upstream_token: none",
+    );
+    let s = stack_with(&cfg).await;
+    let mut jar = Jar::default();
+    login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+    let a = s
+        .check(
+            Req::browser("https://app1.example.test/")
+                .cookies(&jar)
+                .header("authorization", "Basic YWRtaW46YWRtaW4="),
+        )
+        .await;
+    assert!(a.is_allow());
+    assert_eq!(a.upstream("x-auth-request-user").as_deref(), Some("alice"));
+    assert_eq!(a.upstream("authorization"), None);
+    assert!(
+        a.removed().contains(&"authorization".to_string()),
+        "{:?}",
+        a.removed()
+    );
+
+    // A bearer token that authenticated the request itself passes through.
+    let token = s.idp.mint(s.idp.default_claims("bob"));
+    let b = s
+        .check(
+            Req::api("GET", "https://app1.example.test/api")
+                .header("authorization", &format!("Bearer {token}")),
+        )
+        .await;
+    assert!(b.is_allow());
+    assert!(!b.removed().contains(&"authorization".to_string()));
+    s.stop().await;
+}
+
 // -- 6. other cookies byte for byte ------------------------------------------------------------
 
 #[tokio::test]
