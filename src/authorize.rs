@@ -10,7 +10,7 @@ use crate::decision::{route, Route};
 use crate::identity::{check_allowed, Identity};
 use crate::metrics::bump;
 use crate::oidc::token::TokenError;
-use crate::reply::Reply;
+use crate::reply::{escape_for_log, Reply};
 use crate::rules::normalize::RequestPath;
 use crate::rules::Rule;
 use crate::session::cookies;
@@ -214,7 +214,7 @@ async fn login_with(
                 ))
             }
             Err(e) => {
-                tracing::debug!(rule = %rule.name, reason = %e, "bearer token rejected");
+                tracing::debug!(rule = %rule.name, reason = %escape_for_log(&e), "bearer token rejected");
                 bump(&app.metrics.unauthorized);
                 Verdict::Deny(Reply::unauthorized(&rule.name, Some(&e.to_string())))
             }

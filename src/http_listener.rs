@@ -210,10 +210,11 @@ async fn userinfo(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let rules = app.rules.load();
     let cookie = cookie_header(&headers);
     let host = request_host(&headers);
+    let now = now();
     let session = app
         .sessions
-        .read_session(&cookie, now())
-        .filter(|s| s.expires_at + 60 > now());
+        .read_session(&cookie, now)
+        .filter(|s| s.expires_at.saturating_add(crate::oidc::token::SKEW_SECS) > now);
     let rule_name = rules
         .endpoint_rule(&host)
         .map(|r| r.name.clone())

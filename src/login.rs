@@ -14,7 +14,7 @@ use crate::identity::Identity;
 use crate::oidc::exchange::{exchange_code, CodeExchange};
 use crate::oidc::fetch::FetchError;
 use crate::oidc::token::{self, TokenError};
-use crate::reply::Reply;
+use crate::reply::{escape_for_log, Reply};
 use crate::rules::Rule;
 use crate::session::{cookies, LoginState, Session, LOGIN_TTL_SECS, MAX_PENDING_LOGINS};
 
@@ -168,7 +168,13 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
 
     if let Some(error) = &params.error {
         let detail = params.error_description.as_deref().unwrap_or("");
-        tracing::info!(rule = %rule.name, error = %error, "identity provider refused the login");
+        // Both come from the callback's query: logged escaped (no forged lines).
+        tracing::info!(
+            rule = %rule.name,
+            error = %escape_for_log(error),
+            error_description = %escape_for_log(detail),
+            "identity provider refused the login"
+        );
         let mut r = Reply::page(
             403,
             "Sign-in was refused",
@@ -214,7 +220,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
                 FetchError::Status { status, .. } => Some(*status),
                 _ => None,
             };
-            tracing::warn!(rule = %rule.name, ?status, error = %describe_fetch(&e), "code exchange failed");
+            tracing::warn!(rule = %rule.name, ?status, error = %escape_for_log(describe_fetch(&e)), "code exchange failed");
             let mut r = Reply::page(
                 502,
                 "Sign-in failed",
@@ -248,7 +254,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
             return r;
         }
         Err(e) => {
-            tracing::warn!(rule = %rule.name, reason = %e, "ID token rejected at callback");
+            tracing::warn!(rule = %rule.name, reason = %escape_for_log(&e), "ID token rejected at callback");
             let mut r = Reply::page(
                 403,
                 "Sign-in failed",

@@ -1,8 +1,11 @@
 //! A protocol-free answer: status, headers and body. `Check` turns it into an Envoy denied
 //! response, the HTTP listener into an HTTP response, so both speak with one voice. Also the
-//! small HTML pages and JSON bodies users see.
+//! small HTML pages and JSON bodies users see, and `escape_for_log` for request values in logs.
 
 use serde_json::json;
+
+/// Longest request value written to a log line (characters); the rest is cut.
+pub const MAX_LOG_VALUE: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -128,6 +131,20 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A value taken from a request (or derived from one), ready for a log line: quoted, with
+/// control characters (newline, carriage return, ESC, …), Unicode line separators and bidi
+/// controls written as escapes (`\n`, `\u{1b}`), quotes and backslashes escaped, and cut after
+/// `MAX_LOG_VALUE` characters. So a value can neither start a forged line nor colour the
+/// terminal. Use it as `tracing::info!(error = %escape_for_log(v), ...)`.
+pub fn escape_for_log(value: impl std::fmt::Display) -> String {
+    let text = value.to_string();
+    let mut chars = text.chars();
+    let cut: String = chars.by_ref().take(MAX_LOG_VALUE).collect();
+    let rest = if chars.next().is_some() { "…" } else { "" };
+    // `str`'s Debug escapes every character that is not printable (Cc, Cf, Zl, Zp, …).
+    format!("{cut:?}{rest}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +167,26 @@ mod tests {
         let r = Reply::unauthorized("corp", Some("expired"));
         let h = r.headers.iter().find(|(k, _)| k == "www-authenticate").unwrap();
         assert_eq!(h.1, "Bearer realm=\"corp\", error=\"invalid_token\"");
+    }
+
+    #[test]
+    fn log_values_cannot_forge_lines_or_colour_the_terminal() {
+        let forged = "x\n audit: forged\u{1b}[31m\r\u{2028}\u{202e}";
+        let out = escape_for_log(forged);
+        assert!(!out.chars().any(|c| c.is_control()), "{out:?}");
+        assert!(!out.contains('\u{2028}') && !out.contains('\u{202e}'), "{out:?}");
+        assert_eq!(out.lines().count(), 1);
+        assert!(out.contains("\\n audit: forged\\u{1b}[31m"), "{out}");
+        // A quote or backslash cannot close the value or fake an escape.
+        assert_eq!(escape_for_log("a\"b\\"), "\"a\\\"b\\\\\"");
+        // Long values are cut.
+        let long = escape_for_log("a".repeat(10_000));
+        assert!(long.len() < MAX_LOG_VALUE + 16, "{}", long.len());
+        assert!(long.ends_with('…'));
+        // Errors and other Display values go through the same door.
+        assert_eq!(
+            escape_for_log(format_args!("alg `{}`", "x\ny")),
+            "\"alg `x\\ny`\""
+        );
     }
 }

@@ -86,10 +86,15 @@ impl SessionCodec {
         let sealed = cookies::get_chunked(cookie_header, &self.cookie_name)?;
         let plain = self.sealer.open(Purpose::Session, &sealed)?;
         let session: Session = serde_json::from_slice(&plain).ok()?;
-        if now >= session.created_at.saturating_add(self.max_lifetime_secs) || session.created_at > now + 60 {
+        if now >= self.end_of(&session) || session.created_at > now.saturating_add(60) {
             return None;
         }
         Some(session)
+    }
+
+    /// Unix seconds at which `session` ends whatever its tokens say (`max_lifetime`).
+    pub fn end_of(&self, session: &Session) -> u64 {
+        session.created_at.saturating_add(self.max_lifetime_secs)
     }
 
     /// `Set-Cookie` lines storing `session`.
@@ -104,12 +109,10 @@ impl SessionCodec {
             return Vec::new();
         };
         let sealed = self.sealer.seal(Purpose::Session, &json);
-        let remaining = session
-            .created_at
-            .saturating_add(self.max_lifetime_secs)
-            .saturating_sub(now);
+        let remaining = self.end_of(session).saturating_sub(now);
+        let max_age = i64::try_from(remaining).unwrap_or(i64::MAX);
         self.attrs(domain)
-            .set_chunked(&self.cookie_name, &sealed, remaining as i64, present)
+            .set_chunked(&self.cookie_name, &sealed, max_age, present)
     }
 
     /// `Set-Cookie` lines deleting the session.
@@ -209,6 +212,22 @@ mod tests {
         assert!(c.read_session(&h, 1599).is_some());
         assert!(c.read_session(&h, 1600).is_none());
         assert!(lines[0].contains("Max-Age=600"));
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        // A max_lifetime near the end of time keeps the cookie (Max-Age stays positive).
+        let c = codec(u64::MAX);
+        let mut s = session(1000);
+        s.expires_at = u64::MAX;
+        let lines = c.write_session(&s, None, std::iter::empty(), 1000);
+        assert!(!lines[0].contains("Max-Age=0"), "{}", lines[0]);
+        assert!(
+            lines[0].contains(&format!("Max-Age={}", i64::MAX)),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(c.read_session(&header_of(&lines), u64::MAX - 1), Some(s));
     }
 
     #[test]

@@ -74,3 +74,85 @@ async fn other_cookies_reach_the_backend_byte_for_byte() {
     );
     s.stop().await;
 }
+
+// -- 7. request values in logs -----------------------------------------------------------------
+
+#[tokio::test]
+async fn the_callbacks_error_is_logged_escaped_without_forged_lines() {
+    let (logs, _guard) = capture_logs();
+    let s = stack().await;
+    let mut jar = Jar::default();
+    let first = s.check(Req::browser("https://app1.example.test/")).await;
+    jar.apply(&first.set_cookies());
+    let state = query_param(&first.location(), "state").unwrap();
+    let forged = "x\n audit: forged\u{1b}[31m";
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("state", &state)
+        .append_pair("error", forged)
+        .append_pair("error_description", "y\r\naudit: forged too")
+        .finish();
+    let r = http_client()
+        .get(s.http_url(&format!("/oauth2/callback?{q}")))
+        .header("host", "app1.example.test")
+        .header("cookie", jar.header().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    s.stop().await;
+
+    let text = logs.text();
+    assert!(
+        text.contains("identity provider refused the login"),
+        "the refusal is logged: {text}"
+    );
+    for line in text.lines() {
+        assert!(
+            !line.trim_start().starts_with("audit:"),
+            "a forged line: {line:?}\n{text}"
+        );
+    }
+    assert!(!text.contains('\u{1b}'), "raw ESC in the log: {text:?}");
+    assert!(!text.contains('\r'), "raw CR in the log: {text:?}");
+    assert!(text.contains("x\\n audit: forged"), "{text}");
+}
+
+// -- 8. extreme expiry -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_session_expiring_at_the_end_of_time_does_not_overflow() {
+    let s = stack().await;
+    let now = oidc_authz::app::now();
+    let session: oidc_authz::session::Session = serde_json::from_value(serde_json::json!({
+        "id": "AAAAAAAAAAAAAAAAAAAAAA",
+        "iss": s.idp.issuer(),
+        "client_id": s.idp.client_id(),
+        "identity": {"sub": "alice"},
+        "id_token": "eyJ.e30.x",
+        "created_at": now,
+        "expires_at": u64::MAX,
+    }))
+    .unwrap();
+    let mut jar = Jar::default();
+    jar.apply(
+        &s.app
+            .sessions
+            .write_session(&session, Some(".example.test"), std::iter::empty(), now),
+    );
+    let r = http_client()
+        .get(s.http_url("/oauth2/userinfo"))
+        .header("host", "app1.example.test")
+        .header("cookie", jar.header().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "a live session, not an overflow");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["sub"], "alice");
+    assert_eq!(body["expires_at"].as_u64(), Some(u64::MAX));
+    assert!(s
+        .check(Req::browser("https://app1.example.test/").cookies(&jar))
+        .await
+        .is_allow());
+    s.stop().await;
+}
