@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
@@ -28,25 +29,48 @@ pub fn router(app: Arc<App>) -> Router {
             "/oauth2/backchannel_logout",
             axum::routing::post(backchannel_logout),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(|| async { to_response(Reply::text(200, TEXT, "ok\n".into())) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { to_response(Reply::page(404, "Not found", "There is nothing here.", None)) })
+        .layer(axum::middleware::map_response(one_content_type))
         .with_state(app)
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
 /// Turns a `Reply` into an axum response; header values that cannot be sent are dropped.
+/// Every header is set once (so exactly one `content-type`), except `set-cookie`, which may
+/// repeat.
 pub fn to_response(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, reply.body).into_response();
+    let mut response = Response::new(axum::body::Body::from(reply.body));
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     for (k, v) in reply.headers {
         if let (Ok(name), Ok(value)) = (
             axum::http::HeaderName::try_from(k.as_str()),
-            axum::http::HeaderValue::try_from(v.as_str()),
+            HeaderValue::try_from(v.as_str()),
         ) {
-            headers.append(name, value);
+            if name == SET_COOKIE {
+                headers.append(name, value);
+            } else {
+                headers.insert(name, value);
+            }
         }
+    }
+    response
+}
+
+/// Answers axum makes itself (405, a rejected extractor) get a content-type too.
+async fn one_content_type(mut response: Response) -> Response {
+    if !response.headers().contains_key(CONTENT_TYPE) {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT));
     }
     response
 }
@@ -271,5 +295,5 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             p.jwks_fetches()
         ));
     }
-    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+    to_response(Reply::text(200, "text/plain; version=0.0.4", body))
 }

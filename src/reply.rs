@@ -1,6 +1,8 @@
 //! A protocol-free answer: status, headers and body. `Check` turns it into an Envoy denied
 //! response, the HTTP listener into an HTTP response, so both speak with one voice. Also the
 //! small HTML pages and JSON bodies users see, and `escape_for_log` for request values in logs.
+//!
+//! Every `Reply` carries exactly one `content-type`; only `set-cookie` may repeat.
 
 use serde_json::json;
 
@@ -26,18 +28,25 @@ impl Reply {
         }
     }
 
-    /// 302 to `location`, setting `cookies`.
+    /// 302 to `location`, setting `cookies`. The body is empty (typed as text, so that every
+    /// answer has one content-type).
     pub fn redirect(location: &str, cookies: Vec<String>) -> Reply {
         let mut r = Reply {
             status: 302,
             headers: vec![
                 ("location".into(), location.into()),
                 ("cache-control".into(), "no-store".into()),
+                ("content-type".into(), "text/plain; charset=utf-8".into()),
             ],
             body: String::new(),
         };
         r.add_cookies(cookies);
         r
+    }
+
+    /// A plain answer with its own content type (`/metrics`, `/healthz`).
+    pub fn text(status: u16, content_type: &str, body: String) -> Reply {
+        Reply::new(status, content_type, body)
     }
 
     /// 200 with a page that moves the browser on to `location` itself (a same-site
@@ -107,6 +116,14 @@ impl Reply {
         );
         r.headers.push(("retry-after".into(), "5".into()));
         r
+    }
+
+    /// This reply's `content-type`, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn add_cookies(&mut self, cookies: Vec<String>) {
@@ -188,5 +205,20 @@ mod tests {
             escape_for_log(format_args!("alg `{}`", "x\ny")),
             "\"alg `x\\ny`\""
         );
+    }
+
+    #[test]
+    fn every_reply_has_exactly_one_content_type() {
+        for r in [
+            Reply::redirect("/x", vec!["a=1".into(), "b=2".into()]),
+            Reply::page(400, "t", "m", None),
+            Reply::unauthorized("corp", None),
+            Reply::forbidden(None, "r", "m"),
+            Reply::unavailable("corp", "m"),
+            Reply::continue_to("/x", Vec::new()),
+        ] {
+            let n = r.headers.iter().filter(|(k, _)| k == "content-type").count();
+            assert_eq!(n, 1, "{r:?}");
+        }
     }
 }

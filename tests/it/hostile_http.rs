@@ -15,6 +15,48 @@ async fn stack() -> Stack {
     stack_with(BASIC_CONFIG).await
 }
 
+fn content_types(resp: &reqwest::Response) -> usize {
+    resp.headers().get_all("content-type").iter().count()
+}
+
+// -- 3. one content-type -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_answer_has_exactly_one_content_type() {
+    let s = stack().await;
+    let client = http_client();
+    for (method, path) in [
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/nope"),
+        ("GET", "/oauth2/userinfo"),
+        ("GET", "/oauth2/start?rd=%2F"),
+        ("GET", "/oauth2/start?rd=https%3A%2F%2Fevil.com%2F"),
+        ("GET", "/oauth2/sign_out"),
+        ("GET", "/oauth2/callback?state=x&code=y"),
+        ("POST", "/oauth2/callback"),
+        ("POST", "/oauth2/backchannel_logout"),
+    ] {
+        let req = match method {
+            "POST" => client.post(s.http_url(path)),
+            _ => client.get(s.http_url(path)),
+        };
+        let r = req.header("host", "app1.example.test").send().await.unwrap();
+        assert_eq!(content_types(&r), 1, "{method} {path} ({})", r.status());
+    }
+    // Check's denials: the login 302, a 401, the callback's 302.
+    let mut jar = Jar::default();
+    let redirect = s.check(Req::browser("https://app1.example.test/")).await;
+    assert_eq!(redirect.status(), 302);
+    assert_eq!(redirect.denied_header_all("content-type").len(), 1, "302");
+    let unauthorized = s.check(Req::api("GET", "https://app1.example.test/")).await;
+    assert_eq!(unauthorized.denied_header_all("content-type").len(), 1, "401");
+    let done = login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+    assert_eq!(done.denied_header_all("content-type").len(), 1, "callback 302");
+    s.stop().await;
+}
+
 // -- 5. the client's own authorization header --------------------------------------------------
 
 #[tokio::test]

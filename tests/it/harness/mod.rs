@@ -266,6 +266,15 @@ impl Answer {
             .map(|(_, v)| v)
     }
 
+    /// Every value of a header of the deny (headers may repeat: `set-cookie`).
+    pub fn denied_header_all(&self, name: &str) -> Vec<String> {
+        self.denied_headers()
+            .into_iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect()
+    }
+
     pub fn location(&self) -> String {
         self.denied_header("location").expect("a location header")
     }
