@@ -145,8 +145,8 @@ async fn login_with(
     spoofed: Vec<String>,
     now: u64,
 ) -> Verdict {
-    // 1. A session cookie for this rule's issuer and client.
-    if let Some(session) = app.sessions.read_session(cookie_header, now) {
+    // 1. A session cookie for this rule's issuer and client (not signed out).
+    if let Some(session) = app.read_session(cookie_header, now).await {
         let live = session.expires_at.saturating_add(crate::oidc::token::SKEW_SECS) > now;
         if live && session.iss == rule.issuer && session.client_id == rule.client_id {
             if let Err(e) = check_allowed(&rule.allowed, &session.identity) {

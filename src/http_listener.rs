@@ -178,7 +178,13 @@ async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(quer
         return no_rule();
     };
     let cookie = cookie_header(&headers);
-    let session = app.sessions.read_session(&cookie, now());
+    let now = now();
+    // A session already revoked is no session: its ID token is not handed out as a hint.
+    let session = app.read_session(&cookie, now).await;
+    if let Some(s) = &session {
+        // A saved copy of the cookie must not outlive the sign-out.
+        app.revoke(s).await;
+    }
     let present: Vec<&str> = cookies::pairs(&cookie).map(|(n, _)| n).collect();
     let mut clear = app
         .sessions
@@ -226,7 +232,7 @@ async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(quer
             }
         }
     };
-    tracing::info!(rule = %rule.name, "signed out");
+    tracing::info!(rule = %rule.name, revoked = session.is_some(), "signed out");
     to_response(Reply::redirect(location.as_str(), clear))
 }
 
@@ -236,8 +242,8 @@ async fn userinfo(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let host = request_host(&headers);
     let now = now();
     let session = app
-        .sessions
         .read_session(&cookie, now)
+        .await
         .filter(|s| s.expires_at.saturating_add(crate::oidc::token::SKEW_SECS) > now);
     let rule_name = rules
         .endpoint_rule(&host)

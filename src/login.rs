@@ -16,7 +16,7 @@ use crate::oidc::fetch::FetchError;
 use crate::oidc::token::{self, TokenError};
 use crate::reply::{escape_for_log, Reply};
 use crate::rules::Rule;
-use crate::session::{cookies, LoginState, Session, LOGIN_TTL_SECS, MAX_PENDING_LOGINS};
+use crate::session::{cookies, new_session_id, LoginState, Session, LOGIN_TTL_SECS, MAX_PENDING_LOGINS};
 
 /// Longest callback parameter we read.
 const MAX_PARAM: usize = 4096;
@@ -271,6 +271,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         return r;
     };
     let session = Session {
+        id: new_session_id(),
         iss: rule.issuer.clone(),
         client_id: rule.client_id.clone(),
         identity,
@@ -285,7 +286,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         app.sessions
             .write_session(&session, rule.cookie_domain.as_deref(), present.into_iter(), now);
     set.extend(clear_login);
-    tracing::info!(rule = %rule.name, "login completed");
+    tracing::info!(rule = %rule.name, has_sid = session.sid().is_some(), "login completed");
     if app.sessions.same_site() == crate::config::SameSite::Strict {
         // The redirect chain started at the IdP, so a browser would not send a Strict cookie on
         // a 302 to the original URL: continue with a same-site navigation instead.

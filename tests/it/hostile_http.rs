@@ -19,6 +19,106 @@ fn content_types(resp: &reqwest::Response) -> usize {
     resp.headers().get_all("content-type").iter().count()
 }
 
+/// A sign-out on the HTTP listener, as the browser holding `jar` sends it.
+async fn sign_out(
+    s: &Stack,
+    method: &str,
+    path: &str,
+    jar: &Jar,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let client = http_client();
+    let mut req = match method {
+        "POST" => client.post(s.http_url(path)),
+        _ => client.get(s.http_url(path)),
+    }
+    .header("host", "app1.example.test");
+    if let Some(h) = jar.header() {
+        req = req.header("cookie", h);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+async fn userinfo_status(s: &Stack, jar: &Jar) -> u16 {
+    let mut req = http_client()
+        .get(s.http_url("/oauth2/userinfo"))
+        .header("host", "app1.example.test");
+    if let Some(h) = jar.header() {
+        req = req.header("cookie", h);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+// -- 1. sign-out revokes -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn sign_out_revokes_the_session_so_a_saved_copy_of_the_cookie_stops_working() {
+    let s = stack().await;
+    let mut jar = Jar::default();
+    login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+    let saved = jar.clone();
+    assert!(s
+        .check(Req::browser("https://app1.example.test/").cookies(&saved))
+        .await
+        .is_allow());
+
+    let r = sign_out(&s, "GET", "/oauth2/sign_out", &jar, &[]).await;
+    assert_eq!(r.status().as_u16(), 302);
+
+    // The browser drops its cookie; an attacker (or a second tab) kept a copy.
+    let browser = s
+        .check(Req::browser("https://app2.example.test/").cookies(&saved))
+        .await;
+    assert_eq!(
+        browser.status(),
+        302,
+        "a revoked session is no session: log in again"
+    );
+    let api = s
+        .check(Req::api("GET", "https://app1.example.test/api").cookies(&saved))
+        .await;
+    assert_eq!(api.status(), 401);
+    assert_eq!(userinfo_status(&s, &saved).await, 401);
+
+    // A new login works again.
+    let mut fresh = Jar::default();
+    login_via_check(&s, "https://app1.example.test/", &mut fresh).await;
+    assert!(s
+        .check(Req::browser("https://app1.example.test/").cookies(&fresh))
+        .await
+        .is_allow());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_session_has_its_own_random_id_and_keeps_the_idps_sid() {
+    let s = stack().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut jar = Jar::default();
+        login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+        let session = s
+            .app
+            .sessions
+            .read_session(&jar.header().unwrap(), oidc_authz::app::now())
+            .expect("the session opens");
+        let json = serde_json::to_value(&session).unwrap();
+        let id = json["id"].as_str().expect("a session id").to_string();
+        assert!(id.len() >= 22, "at least 128 bits: {id}");
+        assert_eq!(
+            json["identity"]["sid"].as_str(),
+            s.idp.last_sid().as_deref(),
+            "the IdP's sid is kept"
+        );
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    s.stop().await;
+}
+
 // -- 3. one content-type -----------------------------------------------------------------------
 
 #[tokio::test]
