@@ -105,10 +105,12 @@ pub async fn authorize(app: &App, req: RequestFacts<'_>, now: u64) -> Verdict {
         }
         Route::Default(DefaultAction::Deny) => {
             bump(&app.metrics.forbidden);
-            Verdict::Deny(Reply::forbidden(
+            Verdict::Deny(forbidden(
+                &req,
                 None,
                 "default_action",
                 "no rule allows this request (default_action: deny)",
+                None,
             ))
         }
         Route::Login { rule, .. } => login_with(app, rule, &req, cookie_header, spoofed, now).await,
@@ -151,7 +153,13 @@ async fn login_with(
         if live && session.iss == rule.issuer && session.client_id == rule.client_id {
             if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
                 bump(&app.metrics.forbidden);
-                return Verdict::Deny(Reply::forbidden(Some(&rule.name), e.requirement, &e.detail));
+                return Verdict::Deny(forbidden(
+                    req,
+                    Some(&rule.name),
+                    e.requirement,
+                    &e.detail,
+                    Some(&session.identity),
+                ));
             }
             let token = match rule.upstream_token {
                 UpstreamToken::IdToken => Some(session.id_token.as_str()),
@@ -180,7 +188,8 @@ async fn login_with(
     if let Some(token) = bearer.filter(|t| !t.is_empty()) {
         let Some(provider) = app.providers.get(rule) else {
             bump(&app.metrics.unavailable);
-            return Verdict::Deny(Reply::unavailable(
+            return Verdict::Deny(unavailable(
+                req,
                 &rule.name,
                 "the identity provider is not configured yet",
             ));
@@ -190,7 +199,13 @@ async fn login_with(
                 Some(identity) => {
                     if let Err(e) = check_allowed(&rule.allowed, &identity) {
                         bump(&app.metrics.forbidden);
-                        return Verdict::Deny(Reply::forbidden(Some(&rule.name), e.requirement, &e.detail));
+                        return Verdict::Deny(forbidden(
+                            req,
+                            Some(&rule.name),
+                            e.requirement,
+                            &e.detail,
+                            Some(&identity),
+                        ));
                     }
                     // The client's own bearer token passes through untouched.
                     let mut allow = identity_allow(rule, &identity, spoofed);
@@ -208,7 +223,8 @@ async fn login_with(
             },
             Err(TokenError::KeysUnavailable) => {
                 bump(&app.metrics.unavailable);
-                Verdict::Deny(Reply::unavailable(
+                Verdict::Deny(unavailable(
+                    req,
                     &rule.name,
                     "the identity provider's signing keys cannot be fetched",
                 ))
@@ -222,9 +238,8 @@ async fn login_with(
     }
 
     // 3. No usable credentials.
-    let browser = is_browser_navigation(req.method, req.header("accept"), req.header("x-requested-with"));
-    if browser {
-        let return_url = format!("{}://{}{}", req.scheme, req.authority, req.raw_path);
+    if is_navigation(req) {
+        let return_url = request_url(req);
         let reply = crate::login::begin(app, rule, &return_url, cookie_header, now);
         if reply.status == 503 {
             bump(&app.metrics.unavailable);
@@ -233,6 +248,46 @@ async fn login_with(
     } else {
         bump(&app.metrics.unauthorized);
         Verdict::Deny(Reply::unauthorized(&rule.name, None))
+    }
+}
+
+fn is_navigation(req: &RequestFacts<'_>) -> bool {
+    is_browser_navigation(req.method, req.header("accept"), req.header("x-requested-with"))
+}
+
+/// The URL the request was made to, for "try again" links.
+fn request_url(req: &RequestFacts<'_>) -> String {
+    format!("{}://{}{}", req.scheme, req.authority, req.raw_path)
+}
+
+/// 403 naming the failed requirement: a page saying who is signed in for a browser
+/// navigation, JSON for everyone else.
+fn forbidden(
+    req: &RequestFacts<'_>,
+    rule: Option<&str>,
+    requirement: &str,
+    message: &str,
+    who: Option<&Identity>,
+) -> Reply {
+    if is_navigation(req) {
+        let name = who.map(|id| {
+            id.preferred_username
+                .as_deref()
+                .or(id.email.as_deref())
+                .unwrap_or(&id.sub)
+        });
+        Reply::forbidden_page(rule, requirement, message, name)
+    } else {
+        Reply::forbidden(rule, requirement, message)
+    }
+}
+
+/// 503 (with `retry-after`): a page with a retry link for a browser navigation, JSON otherwise.
+fn unavailable(req: &RequestFacts<'_>, rule: &str, message: &str) -> Reply {
+    if is_navigation(req) {
+        Reply::unavailable_page(message, &request_url(req))
+    } else {
+        Reply::unavailable(rule, message)
     }
 }
 

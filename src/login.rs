@@ -40,20 +40,16 @@ fn login_attrs(app: &App, rule: &Rule) -> cookies::CookieAttrs {
 /// Starts a login with `rule` that returns to `return_url`. `cookie_header` is the request's,
 /// so that pending logins beyond the limit are dropped (oldest first).
 pub fn begin(app: &App, rule: &Rule, return_url: &str, cookie_header: &str, now: u64) -> Reply {
+    // Only browsers are sent to log in, so a missing IdP is a page with a retry link.
+    let unavailable = |message: &str| Reply::unavailable_page(message, return_url);
     let Some(provider) = app.providers.get(rule) else {
-        return Reply::unavailable(&rule.name, "the identity provider is not configured yet");
+        return unavailable("the identity provider is not configured yet");
     };
     let Some(discovered) = provider.discovered() else {
-        return Reply::unavailable(
-            &rule.name,
-            "the identity provider cannot be reached; try again shortly",
-        );
+        return unavailable("the identity provider cannot be reached; try again shortly");
     };
     let Ok(mut location) = Url::parse(&discovered.metadata.authorization_endpoint) else {
-        return Reply::unavailable(
-            &rule.name,
-            "the identity provider's authorization endpoint is invalid",
-        );
+        return unavailable("the identity provider's authorization endpoint is invalid");
     };
 
     let login = LoginState {
@@ -189,22 +185,10 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
     };
 
     let Some(provider) = app.providers.get(rule) else {
-        return Reply::page(
-            503,
-            "Sign-in is unavailable",
-            "The identity provider is not configured yet.",
-            None,
-        );
+        return Reply::unavailable_page("the identity provider is not configured yet", &login.url);
     };
     let Some(discovered) = provider.discovered() else {
-        let mut r = Reply::page(
-            503,
-            "Sign-in is unavailable",
-            "The identity provider cannot be reached right now.",
-            None,
-        );
-        r.headers.push(("retry-after".into(), "5".into()));
-        return r;
+        return Reply::unavailable_page("the identity provider cannot be reached right now", &login.url);
     };
     let exchange = CodeExchange {
         code,
@@ -244,14 +228,10 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
     let claims = match provider.verify(id_token, rule, Some(&login.nonce), now).await {
         Ok(c) => c,
         Err(TokenError::KeysUnavailable) => {
-            let mut r = Reply::page(
-                503,
-                "Sign-in is unavailable",
-                "The identity provider's keys cannot be fetched right now.",
-                None,
+            return Reply::unavailable_page(
+                "the identity provider's keys cannot be fetched right now",
+                &login.url,
             );
-            r.headers.push(("retry-after".into(), "5".into()));
-            return r;
         }
         Err(e) => {
             tracing::warn!(rule = %rule.name, reason = %escape_for_log(&e), "ID token rejected at callback");

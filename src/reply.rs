@@ -6,6 +6,10 @@
 
 use serde_json::json;
 
+/// Where a signed-in user signs out (the HTTP listener's route, on the same host).
+pub const SIGN_OUT_PATH: &str = "/oauth2/sign_out";
+/// `retry-after` on 503 answers, in seconds.
+const RETRY_AFTER_SECS: &str = "5";
 /// Longest request value written to a log line (characters); the rest is cut.
 pub const MAX_LOG_VALUE: usize = 256;
 
@@ -71,14 +75,59 @@ impl Reply {
         let link = link
             .map(|(href, label)| format!("<p><a href=\"{}\">{}</a></p>", escape(href), escape(label)))
             .unwrap_or_default();
+        Reply::html(status, title, &format!("<p>{}</p>{link}", escape(message)))
+    }
+
+    /// An HTML page around `inner`, which must already be escaped.
+    fn html(status: u16, title: &str, inner: &str) -> Reply {
         let body = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-             h1{{font-size:1.4rem}}</style></head><body><h1>{t}</h1><p>{m}</p>{link}</body></html>",
+             h1{{font-size:1.4rem}}</style></head><body><h1>{t}</h1>{inner}</body></html>",
             t = escape(title),
-            m = escape(message),
         );
         Reply::new(status, "text/html; charset=utf-8", body)
+    }
+
+    /// 403 for a browser navigation: what happened, who is signed in, and a sign-out link.
+    pub fn forbidden_page(
+        rule: Option<&str>,
+        requirement: &str,
+        message: &str,
+        signed_in_as: Option<&str>,
+    ) -> Reply {
+        let mut inner = format!("<p>You do not have access to this page: {}.</p>", escape(message));
+        if let Some(who) = signed_in_as {
+            inner.push_str(&format!(
+                "<p>You are signed in as <strong>{}</strong>.</p>",
+                escape(who)
+            ));
+        }
+        let rule = rule
+            .map(|r| format!(" (rule <code>{}</code>)", escape(r)))
+            .unwrap_or_default();
+        inner.push_str(&format!(
+            "<p><small>Requirement: <code>{}</code>{rule}</small></p>",
+            escape(requirement)
+        ));
+        if signed_in_as.is_some() {
+            inner.push_str(&format!(
+                "<p><a href=\"{SIGN_OUT_PATH}\">Sign out</a> to use another account.</p>"
+            ));
+        }
+        Reply::html(403, "Access denied", &inner)
+    }
+
+    /// 503 for a browser navigation: what happened and a link to try `retry_url` again.
+    pub fn unavailable_page(message: &str, retry_url: &str) -> Reply {
+        let inner = format!(
+            "<p>Sign-in is temporarily unavailable: {}.</p><p><a href=\"{}\">Try again</a></p>",
+            escape(message),
+            escape(retry_url)
+        );
+        let mut r = Reply::html(503, "Temporarily unavailable", &inner);
+        r.headers.push(("retry-after".into(), RETRY_AFTER_SECS.into()));
+        r
     }
 
     /// 401 for an API client of `rule`.
@@ -114,7 +163,7 @@ impl Reply {
             503,
             json!({"error": "unavailable", "rule": rule, "message": message}),
         );
-        r.headers.push(("retry-after".into(), "5".into()));
+        r.headers.push(("retry-after".into(), RETRY_AFTER_SECS.into()));
         r
     }
 
@@ -205,6 +254,26 @@ mod tests {
             escape_for_log(format_args!("alg `{}`", "x\ny")),
             "\"alg `x\\ny`\""
         );
+    }
+
+    #[test]
+    fn browser_pages_for_403_and_503_say_what_happened_escaped() {
+        let r = Reply::forbidden_page(
+            Some("corp"),
+            "allowed.groups",
+            "you are in no group",
+            Some("<b>al</b>"),
+        );
+        assert_eq!(r.status, 403);
+        assert_eq!(r.content_type(), Some("text/html; charset=utf-8"));
+        assert!(r.body.contains("&lt;b&gt;al&lt;/b&gt;") && !r.body.contains("<b>al"));
+        assert!(r.body.contains("href=\"/oauth2/sign_out\""));
+        assert!(r.body.contains("allowed.groups"));
+        let r = Reply::unavailable_page("the IdP is down", "https://a.test/x?q=\"><script>");
+        assert_eq!(r.status, 503);
+        assert!(r.headers.iter().any(|(k, v)| k == "retry-after" && v == "5"));
+        assert!(r.body.contains("https://a.test/x?q=&quot;&gt;&lt;script&gt;"));
+        assert!(!r.body.contains("<script>"));
     }
 
     #[test]

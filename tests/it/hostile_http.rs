@@ -157,6 +157,112 @@ async fn every_answer_has_exactly_one_content_type() {
     s.stop().await;
 }
 
+// -- 4. pages for browsers ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_browser_gets_a_403_page_saying_who_is_signed_in_and_an_api_client_gets_json() {
+    let cfg = BASIC_CONFIG.replace(
+        "    domains: [\"*.example.test\"]",
+        "    domains: [\"*.example.test\"]\n    allowed: { groups: [admins] }",
+    );
+    let s = stack_with(&cfg).await;
+    s.idp
+        .set_extra_claims(serde_json::json!({"preferred_username": "al<i>ce</i>"}));
+    let mut jar = Jar::default();
+    login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+
+    let page = s
+        .check(Req::browser("https://app1.example.test/admin").cookies(&jar))
+        .await;
+    assert_eq!(page.status(), 403);
+    assert_eq!(
+        page.denied_header_all("content-type"),
+        vec!["text/html; charset=utf-8".to_string()]
+    );
+    let body = page.body();
+    assert!(
+        body.contains("al&lt;i&gt;ce&lt;/i&gt;"),
+        "who is signed in, escaped: {body}"
+    );
+    assert!(!body.contains("<i>"), "{body}");
+    assert!(body.contains("href=\"/oauth2/sign_out\""), "{body}");
+    assert!(body.contains("allowed.groups"), "{body}");
+
+    let api = s
+        .check(Req::api("GET", "https://app1.example.test/admin").cookies(&jar))
+        .await;
+    assert_eq!(api.status(), 403);
+    assert_eq!(
+        api.denied_header_all("content-type"),
+        vec!["application/json".to_string()]
+    );
+    let json: serde_json::Value = serde_json::from_str(&api.body()).unwrap();
+    assert_eq!(json["requirement"], "allowed.groups");
+
+    // An XHR is not a navigation, even when it accepts HTML.
+    let xhr = s
+        .check(
+            Req::browser("https://app1.example.test/admin")
+                .cookies(&jar)
+                .header("x-requested-with", "XMLHttpRequest"),
+        )
+        .await;
+    assert!(serde_json::from_str::<serde_json::Value>(&xhr.body()).is_ok());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn default_action_deny_is_a_page_for_browsers() {
+    let cfg = BASIC_CONFIG.replace("default_action: allow", "default_action: deny");
+    let s = stack_with(&cfg).await;
+    let page = s.check(Req::browser("https://other.example.org/")).await;
+    assert_eq!(page.status(), 403);
+    assert!(page.body().starts_with("<!doctype html>"), "{}", page.body());
+    assert!(page.body().contains("default_action"));
+    let api = s.check(Req::api("GET", "https://other.example.org/")).await;
+    let json: serde_json::Value = serde_json::from_str(&api.body()).unwrap();
+    assert_eq!(json["requirement"], "default_action");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_browser_gets_a_503_page_with_a_retry_link_while_the_idp_is_down() {
+    let idp = TestIdp::start(IdpOptions {
+        start_down: true,
+        ..Default::default()
+    })
+    .await;
+    let s = Stack::start(idp, BASIC_CONFIG).await;
+    let page = s
+        .check(Req::browser("https://app1.example.test/x?a=1&b=\"2\""))
+        .await;
+    assert_eq!(page.status(), 503);
+    assert_eq!(
+        page.denied_header_all("content-type"),
+        vec!["text/html; charset=utf-8".to_string()]
+    );
+    assert!(page.denied_header("retry-after").is_some());
+    let body = page.body();
+    assert!(
+        body.contains("href=\"https://app1.example.test/x?a=1&amp;b=&quot;2&quot;\""),
+        "a retry link to the original URL: {body}"
+    );
+
+    // An API client with a bearer token still gets JSON.
+    let token = s.idp.mint(s.idp.default_claims("bob"));
+    let api = s
+        .check(
+            Req::api("GET", "https://app1.example.test/x")
+                .header("authorization", &format!("Bearer {token}")),
+        )
+        .await;
+    assert_eq!(api.status(), 503);
+    assert!(api.denied_header("retry-after").is_some());
+    let json: serde_json::Value = serde_json::from_str(&api.body()).unwrap();
+    assert_eq!(json["error"], "unavailable");
+    s.stop().await;
+}
+
 // -- 5. the client's own authorization header --------------------------------------------------
 
 #[tokio::test]
