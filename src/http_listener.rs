@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::app::{now, App};
 use crate::redirect_guard::checked_target;
-use crate::reply::Reply;
+use crate::reply::{Reply, SIGN_OUT_PATH};
 use crate::rules::normalize::normalize_host;
 use crate::rules::Rule;
 use crate::session::cookies;
@@ -23,7 +23,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/oauth2/callback", get(callback))
         .route("/oauth2/start", get(start))
-        .route("/oauth2/sign_out", get(sign_out).post(sign_out))
+        .route(SIGN_OUT_PATH, get(sign_out).post(sign_out))
         .route("/oauth2/userinfo", get(userinfo))
         .route(
             "/oauth2/backchannel_logout",
@@ -172,11 +172,85 @@ async fn start(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query):
     ))
 }
 
+/// Whether a browser marked this request as coming from another site (a logout CSRF: an
+/// `<img>`, a link or a form on someone else's page). `Sec-Fetch-Site` decides when present:
+/// `same-origin`, `same-site` and `none` (typed, bookmarked) proceed, anything else is
+/// cross-site. Without it (older browsers, plain http), an `Origin` header counts as same
+/// site only when it is `http(s)` with the request's own host, or a host under the rule's
+/// `cookie_domain`, and the request's scheme where that is known (`x-forwarded-proto`, or the
+/// redirect URL's on its host); `Origin: null` and anything unreadable are cross-site.
+/// Neither header (a non-browser client, or a browser that sends neither): proceed.
+fn is_cross_site(rule: &Rule, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        return !matches!(site.as_str(), "same-origin" | "same-site" | "none");
+    }
+    match headers.get("origin") {
+        None => false,
+        Some(origin) => !origin
+            .to_str()
+            .is_ok_and(|o| same_site_origin(rule, headers, o.trim())),
+    }
+}
+
+fn same_site_origin(rule: &Rule, headers: &HeaderMap, origin: &str) -> bool {
+    let Ok(origin) = Url::parse(origin) else {
+        return false; // includes `null`
+    };
+    // `Url` lowercases the host and leaves the port out of it.
+    let Some(origin_host) = origin.host_str().map(|h| h.strip_suffix('.').unwrap_or(h)) else {
+        return false;
+    };
+    let host = request_host(headers);
+    let scheme_ok = match request_scheme(rule, headers, &host) {
+        Some(scheme) => origin.scheme() == scheme,
+        None => matches!(origin.scheme(), "http" | "https"),
+    };
+    let under_cookie_domain = rule.cookie_domain.as_deref().is_some_and(|d| {
+        let d = d.trim_start_matches('.').to_ascii_lowercase();
+        !d.is_empty()
+            && (origin_host == d
+                || origin_host
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|p| p.ends_with('.')))
+    });
+    scheme_ok && !host.is_empty() && (origin_host == host || under_cookie_domain)
+}
+
+/// The scheme the client used, when we know it.
+fn request_scheme(rule: &Rule, headers: &HeaderMap, host: &str) -> Option<&'static str> {
+    match header(headers, "x-forwarded-proto").map(|p| p.trim().to_ascii_lowercase()) {
+        Some(p) if p == "http" => Some("http"),
+        Some(p) if p == "https" => Some("https"),
+        _ if host == rule.redirect_host => match rule.redirect_url.scheme() {
+            "http" => Some("http"),
+            _ => Some("https"),
+        },
+        _ => None,
+    }
+}
+
+/// The same-origin sign-out a confirmation page's button POSTs, keeping `rd`.
+fn sign_out_action(query: &Option<String>) -> String {
+    match query_param(query, "rd") {
+        Some(rd) => format!(
+            "{SIGN_OUT_PATH}?rd={}",
+            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+        ),
+        None => SIGN_OUT_PATH.to_string(),
+    }
+}
+
 async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let rules = app.rules.load();
     let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
         return no_rule();
     };
+    if is_cross_site(rule, &headers) {
+        // Changes nothing: the user confirms with a same-site POST.
+        tracing::info!(rule = %rule.name, "cross-site sign-out: asking the user to confirm");
+        return to_response(Reply::sign_out_confirm(&sign_out_action(&query)));
+    }
     let cookie = cookie_header(&headers);
     let now = now();
     // A session already revoked is no session: its ID token is not handed out as a hint.

@@ -130,6 +130,24 @@ impl Reply {
         r
     }
 
+    /// 200 for a sign-out that a browser marked cross-site: nothing changes; the page's button
+    /// POSTs the sign-out to `action` (a same-origin path) from this site. The page cannot be
+    /// framed, so the button cannot be clicked through another site's page either.
+    pub fn sign_out_confirm(action: &str) -> Reply {
+        let inner = format!(
+            "<p>Do you want to sign out?</p>\
+             <form method=\"post\" action=\"{}\"><button type=\"submit\">Sign out</button></form>",
+            escape(action)
+        );
+        let mut r = Reply::html(200, "Sign out", &inner);
+        r.headers.push((
+            "content-security-policy".into(),
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'".into(),
+        ));
+        r.headers.push(("x-frame-options".into(), "DENY".into()));
+        r
+    }
+
     /// 401 for an API client of `rule`.
     pub fn unauthorized(rule: &str, token_error: Option<&str>) -> Reply {
         let realm = rule.replace('"', "");
@@ -285,6 +303,7 @@ mod tests {
             Reply::forbidden(None, "r", "m"),
             Reply::unavailable("corp", "m"),
             Reply::continue_to("/x", Vec::new()),
+            Reply::sign_out_confirm("/oauth2/sign_out"),
         ] {
             let n = r.headers.iter().filter(|(k, _)| k == "content-type").count();
             assert_eq!(n, 1, "{r:?}");

@@ -15,6 +15,14 @@ async fn stack() -> Stack {
     stack_with(BASIC_CONFIG).await
 }
 
+fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
 fn content_types(resp: &reqwest::Response) -> usize {
     resp.headers().get_all("content-type").iter().count()
 }
@@ -119,6 +127,104 @@ async fn every_session_has_its_own_random_id_and_keeps_the_idps_sid() {
     s.stop().await;
 }
 
+// -- 2. sign-out CSRF --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_cross_site_sign_out_changes_nothing_and_offers_a_same_site_button() {
+    let s = stack().await;
+    let mut jar = Jar::default();
+    login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+
+    let rd = "/bye\"><script>alert(1)</script>";
+    let q: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let path = format!("/oauth2/sign_out?rd={q}");
+    for (method, headers) in [
+        ("GET", vec![("sec-fetch-site", "cross-site")]),
+        (
+            "POST",
+            vec![
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example"),
+            ],
+        ),
+        ("POST", vec![("origin", "https://evil.example")]),
+        ("POST", vec![("origin", "null")]),
+        ("POST", vec![("origin", "https://app1.example.test.evil.example")]),
+        ("GET", vec![("sec-fetch-site", "bogus")]),
+    ] {
+        let r = sign_out(&s, method, &path, &jar, &headers).await;
+        assert_eq!(r.status().as_u16(), 200, "{method} {headers:?}");
+        assert!(set_cookies(&r).is_empty(), "no Set-Cookie: {headers:?}");
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(r.headers()["x-frame-options"], "DENY");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(&format!(
+                "<form method=\"post\" action=\"/oauth2/sign_out?rd={q}\">"
+            )),
+            "{body}"
+        );
+        assert!(!body.contains("<script>"), "{body}");
+        // Nothing was revoked: the session still works.
+        assert!(
+            s.check(Req::browser("https://app1.example.test/").cookies(&jar))
+                .await
+                .is_allow(),
+            "{method} {headers:?} must not revoke"
+        );
+    }
+
+    // The page's button: a same-origin POST signs out.
+    let saved = jar.clone();
+    let r = sign_out(
+        &s,
+        "POST",
+        &path,
+        &jar,
+        &[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://app1.example.test"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 302);
+    assert!(set_cookies(&r).iter().any(|c| c.starts_with("_oidc_authz=;")));
+    assert_eq!(
+        s.check(Req::browser("https://app1.example.test/").cookies(&saved))
+            .await
+            .status(),
+        302
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_sign_out_from_the_same_site_proceeds() {
+    let s = stack().await;
+    for headers in [
+        vec![("sec-fetch-site", "same-site")],
+        vec![("sec-fetch-site", "none")],
+        // No Sec-Fetch-Site: an Origin under the cookie domain is the same site.
+        vec![("origin", "https://app2.example.test")],
+        vec![("origin", "https://app1.example.test")],
+        vec![],
+    ] {
+        let mut jar = Jar::default();
+        login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+        let saved = jar.clone();
+        let r = sign_out(&s, "POST", "/oauth2/sign_out", &jar, &headers).await;
+        assert_eq!(r.status().as_u16(), 302, "{headers:?}");
+        assert_eq!(
+            s.check(Req::browser("https://app1.example.test/").cookies(&saved))
+                .await
+                .status(),
+            302,
+            "{headers:?}: revoked"
+        );
+    }
+    s.stop().await;
+}
+
 // -- 3. one content-type -----------------------------------------------------------------------
 
 #[tokio::test]
@@ -145,6 +251,16 @@ async fn every_answer_has_exactly_one_content_type() {
         let r = req.header("host", "app1.example.test").send().await.unwrap();
         assert_eq!(content_types(&r), 1, "{method} {path} ({})", r.status());
     }
+    let r = sign_out(
+        &s,
+        "GET",
+        "/oauth2/sign_out",
+        &Jar::default(),
+        &[("sec-fetch-site", "cross-site")],
+    )
+    .await;
+    assert_eq!(content_types(&r), 1, "the confirmation page");
+
     // Check's denials: the login 302, a 401, the callback's 302.
     let mut jar = Jar::default();
     let redirect = s.check(Req::browser("https://app1.example.test/")).await;
