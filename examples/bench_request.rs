@@ -94,6 +94,7 @@ fn run(config_path: &Path, url: &str, out: &Path) -> Result<String, String> {
     };
     let id_token = fake_id_token(&rule.issuer, &rule.client_id, &identity, now);
     let session = Session {
+        id: oidc_authz::session::new_session_id(),
         iss: rule.issuer.clone(),
         client_id: rule.client_id.clone(),
         identity,

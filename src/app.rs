@@ -1,5 +1,6 @@
-//! The state every listener shares: the live rules, the providers, the session codec and the
-//! counters. Built once by `server` (or by a test) and passed around in an `Arc`.
+//! The state every listener shares: the live rules, the providers, the session codec, the
+//! revoked session ids and the counters. Built once by `server` (or by a test) and passed
+//! around in an `Arc`.
 
 use std::sync::Arc;
 
@@ -8,12 +9,15 @@ use crate::metrics::Metrics;
 use crate::oidc::fetch;
 use crate::oidc::provider::Providers;
 use crate::rules::{RuleSet, RuleSetHandle};
-use crate::session::SessionCodec;
+use crate::session::revocations::Revocations;
+use crate::session::{Session, SessionCodec};
 
 pub struct App {
     pub rules: RuleSetHandle,
     pub providers: Providers,
     pub sessions: SessionCodec,
+    /// Session ids revoked by sign-out (bounded, in memory).
+    pub revocations: Revocations,
     pub metrics: Metrics,
 }
 
@@ -24,6 +28,7 @@ impl App {
             rules: RuleSetHandle::new(rules),
             providers: Providers::new(fetch::client()),
             sessions: SessionCodec::new(&config.session),
+            revocations: Revocations::default(),
             metrics: Metrics::default(),
         });
         app.start_providers();
@@ -36,6 +41,23 @@ impl App {
         for rule in rules.enabled() {
             self.providers.ensure(rule);
         }
+    }
+
+    /// The session in a `cookie` header: one that opens, has an id, is within `max_lifetime`
+    /// and was not revoked. Expiry of its ID token is the caller's business (refresh).
+    pub async fn read_session(&self, cookie_header: &str, now: u64) -> Option<Session> {
+        let session = self.sessions.read_session(cookie_header, now)?;
+        if self.revocations.is_revoked(&session.id).await {
+            return None;
+        }
+        Some(session)
+    }
+
+    /// Revokes `session` until its `max_lifetime` runs out, so no copy of its cookie works.
+    pub async fn revoke(&self, session: &Session) {
+        self.revocations
+            .revoke(&session.id, self.sessions.end_of(session))
+            .await;
     }
 
     /// Swaps in a new rule set; `Check` follows from the next request.

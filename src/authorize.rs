@@ -10,7 +10,7 @@ use crate::decision::{route, Route};
 use crate::identity::{check_allowed, Identity};
 use crate::metrics::bump;
 use crate::oidc::token::TokenError;
-use crate::reply::Reply;
+use crate::reply::{escape_for_log, Reply};
 use crate::rules::normalize::{parse_host, RequestPath};
 use crate::rules::Rule;
 use crate::session::cookies;
@@ -119,10 +119,12 @@ pub async fn authorize(app: &App, req: RequestFacts<'_>, now: u64) -> Verdict {
         }
         Route::Default(DefaultAction::Deny) => {
             bump(&app.metrics.forbidden);
-            Verdict::Deny(Reply::forbidden(
+            Verdict::Deny(forbidden(
+                &req,
                 None,
                 "default_action",
                 "no rule allows this request (default_action: deny)",
+                None,
             ))
         }
         Route::Login { rule, .. } => login_with(app, rule, &req, cookie_header, spoofed, now).await,
@@ -159,13 +161,19 @@ async fn login_with(
     spoofed: Vec<String>,
     now: u64,
 ) -> Verdict {
-    // 1. A session cookie for this rule's issuer and client.
-    if let Some(session) = app.sessions.read_session(cookie_header, now) {
+    // 1. A session cookie for this rule's issuer and client (not signed out).
+    if let Some(session) = app.read_session(cookie_header, now).await {
         let live = session.expires_at.saturating_add(crate::oidc::token::SKEW_SECS) > now;
         if live && session.iss == rule.issuer && session.client_id == rule.client_id {
             if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
                 bump(&app.metrics.forbidden);
-                return Verdict::Deny(Reply::forbidden(Some(&rule.name), e.requirement, &e.detail));
+                return Verdict::Deny(forbidden(
+                    req,
+                    Some(&rule.name),
+                    e.requirement,
+                    &e.detail,
+                    Some(&session.identity),
+                ));
             }
             let token = match rule.upstream_token {
                 UpstreamToken::IdToken => Some(session.id_token.as_str()),
@@ -173,8 +181,12 @@ async fn login_with(
                 UpstreamToken::None => None,
             };
             let mut allow = identity_allow(rule, &session.identity, spoofed);
-            if let Some(t) = token {
-                allow.set.push(("authorization", format!("Bearer {t}")));
+            match token {
+                Some(t) => allow.set.push(("authorization", format!("Bearer {t}"))),
+                // The session authenticated this request, not whatever the client put in
+                // `authorization`: it must not reach the backend as if we had vouched for it.
+                None if req.header("authorization").is_some() => allow.remove.push("authorization".into()),
+                None => {}
             }
             strip_session_cookie(app, cookie_header, &mut allow);
             bump(&app.metrics.allow_session);
@@ -190,7 +202,8 @@ async fn login_with(
     if let Some(token) = bearer.filter(|t| !t.is_empty()) {
         let Some(provider) = app.providers.get(rule) else {
             bump(&app.metrics.unavailable);
-            return Verdict::Deny(Reply::unavailable(
+            return Verdict::Deny(unavailable(
+                req,
                 &rule.name,
                 "the identity provider is not configured yet",
             ));
@@ -200,7 +213,13 @@ async fn login_with(
                 Some(identity) => {
                     if let Err(e) = check_allowed(&rule.allowed, &identity) {
                         bump(&app.metrics.forbidden);
-                        return Verdict::Deny(Reply::forbidden(Some(&rule.name), e.requirement, &e.detail));
+                        return Verdict::Deny(forbidden(
+                            req,
+                            Some(&rule.name),
+                            e.requirement,
+                            &e.detail,
+                            Some(&identity),
+                        ));
                     }
                     // The client's own bearer token passes through untouched.
                     let mut allow = identity_allow(rule, &identity, spoofed);
@@ -218,13 +237,14 @@ async fn login_with(
             },
             Err(TokenError::KeysUnavailable) => {
                 bump(&app.metrics.unavailable);
-                Verdict::Deny(Reply::unavailable(
+                Verdict::Deny(unavailable(
+                    req,
                     &rule.name,
                     "the identity provider's signing keys cannot be fetched",
                 ))
             }
             Err(e) => {
-                tracing::debug!(rule = %rule.name, reason = %e, "bearer token rejected");
+                tracing::debug!(rule = %rule.name, reason = %escape_for_log(&e), "bearer token rejected");
                 bump(&app.metrics.unauthorized);
                 Verdict::Deny(Reply::unauthorized(&rule.name, Some(&e.to_string())))
             }
@@ -232,9 +252,8 @@ async fn login_with(
     }
 
     // 3. No usable credentials.
-    let browser = is_browser_navigation(req.method, req.header("accept"), req.header("x-requested-with"));
-    if browser {
-        let return_url = format!("{}://{}{}", req.scheme, req.authority, req.raw_path);
+    if is_navigation(req) {
+        let return_url = request_url(req);
         let reply = crate::login::begin(app, rule, &return_url, cookie_header, now);
         if reply.status == 503 {
             bump(&app.metrics.unavailable);
@@ -246,12 +265,54 @@ async fn login_with(
     }
 }
 
+fn is_navigation(req: &RequestFacts<'_>) -> bool {
+    is_browser_navigation(req.method, req.header("accept"), req.header("x-requested-with"))
+}
+
+/// The URL the request was made to, for "try again" links.
+fn request_url(req: &RequestFacts<'_>) -> String {
+    format!("{}://{}{}", req.scheme, req.authority, req.raw_path)
+}
+
+/// 403 naming the failed requirement: a page saying who is signed in for a browser
+/// navigation, JSON for everyone else.
+fn forbidden(
+    req: &RequestFacts<'_>,
+    rule: Option<&str>,
+    requirement: &str,
+    message: &str,
+    who: Option<&Identity>,
+) -> Reply {
+    if is_navigation(req) {
+        let name = who.map(|id| {
+            id.preferred_username
+                .as_deref()
+                .or(id.email.as_deref())
+                .unwrap_or(&id.sub)
+        });
+        Reply::forbidden_page(rule, requirement, message, name)
+    } else {
+        Reply::forbidden(rule, requirement, message)
+    }
+}
+
+/// 503 (with `retry-after`): a page with a retry link for a browser navigation, JSON otherwise.
+fn unavailable(req: &RequestFacts<'_>, rule: &str, message: &str) -> Reply {
+    if is_navigation(req) {
+        Reply::unavailable_page(message, &request_url(req))
+    } else {
+        Reply::unavailable(rule, message)
+    }
+}
+
 /// Identity headers for an authenticated request; spoofed ones we do not set are removed.
 fn identity_allow(rule: &Rule, id: &Identity, spoofed: Vec<String>) -> Allow {
     let mut set: Vec<(&'static str, String)> = Vec::with_capacity(6);
     set.push((H_USER, id.sub.clone()));
-    if let Some(e) = &id.email {
-        set.push((H_EMAIL, e.clone()));
+    // Only an email that counts for this rule (a session made under a rule that trusts
+    // unverified emails may be used on one that does not).
+    if let Some(e) = id.email_for(rule.allowed.allow_unverified_email) {
+        set.push((H_EMAIL, e.to_string()));
     }
     if let Some(u) = &id.preferred_username {
         set.push((H_USERNAME, u.clone()));

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
@@ -13,8 +14,8 @@ use url::Url;
 
 use crate::app::{now, App};
 use crate::redirect_guard::checked_target;
-use crate::reply::Reply;
-use crate::rules::normalize::normalize_host;
+use crate::reply::{Reply, SIGN_OUT_PATH};
+use crate::rules::normalize::{normalize_host, parse_host};
 use crate::rules::Rule;
 use crate::session::cookies;
 
@@ -22,31 +23,55 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/oauth2/callback", get(callback))
         .route("/oauth2/start", get(start))
-        .route("/oauth2/sign_out", get(sign_out).post(sign_out))
+        .route(SIGN_OUT_PATH, get(sign_out).post(sign_out))
         .route("/oauth2/userinfo", get(userinfo))
         .route(
             "/oauth2/backchannel_logout",
             axum::routing::post(backchannel_logout),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route_layer(axum::middleware::from_fn(refuse_bad_host))
+        .route(
+            "/healthz",
+            get(|| async { to_response(Reply::text(200, TEXT, "ok\n".into())) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { to_response(Reply::page(404, "Not found", "There is nothing here.", None)) })
+        .layer(axum::middleware::map_response(one_content_type))
         .with_state(app)
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
 /// Turns a `Reply` into an axum response; header values that cannot be sent are dropped.
+/// Every header is set once (so exactly one `content-type`), except `set-cookie`, which may
+/// repeat.
 pub fn to_response(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, reply.body).into_response();
+    let mut response = Response::new(axum::body::Body::from(reply.body));
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     for (k, v) in reply.headers {
         if let (Ok(name), Ok(value)) = (
             axum::http::HeaderName::try_from(k.as_str()),
-            axum::http::HeaderValue::try_from(v.as_str()),
+            HeaderValue::try_from(v.as_str()),
         ) {
-            headers.append(name, value);
+            if name == SET_COOKIE {
+                headers.append(name, value);
+            } else {
+                headers.insert(name, value);
+            }
         }
+    }
+    response
+}
+
+/// Answers axum makes itself (405, a rejected extractor) get a content-type too.
+async fn one_content_type(mut response: Response) -> Response {
+    if !response.headers().contains_key(CONTENT_TYPE) {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT));
     }
     response
 }
@@ -65,8 +90,31 @@ fn cookie_header(headers: &HeaderMap) -> String {
         .join("; ")
 }
 
+/// The authority a request came to: its `host` header, or an HTTP/2 `:authority`.
+fn authority(request: &axum::extract::Request) -> &str {
+    header(request.headers(), "host")
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// `/oauth2/*` picks its rule by host: a host that is not a DNS name or IP literal is refused
+/// (400) before any handler runs, as `Check` refuses it before the rule walk.
+async fn refuse_bad_host(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match parse_host(authority(&request)) {
+        Ok(_) => next.run(request).await,
+        Err(why) => to_response(Reply::json(
+            400,
+            json!({
+                "error": "bad_request",
+                "message": format!("the Host header is not a DNS name or IP literal: {why}"),
+            }),
+        )),
+    }
+}
+
+/// The request's host; `refuse_bad_host` has already refused one that does not parse.
 fn request_host(headers: &HeaderMap) -> String {
-    normalize_host(header(headers, "host").unwrap_or(""))
+    parse_host(header(headers, "host").unwrap_or("")).unwrap_or_default()
 }
 
 /// The URL this request came to (scheme from the redirect URL on its host, else
@@ -148,13 +196,93 @@ async fn start(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query):
     ))
 }
 
+/// Whether a browser marked this request as coming from another site (a logout CSRF: an
+/// `<img>`, a link or a form on someone else's page). `Sec-Fetch-Site` decides when present:
+/// `same-origin`, `same-site` and `none` (typed, bookmarked) proceed, anything else is
+/// cross-site. Without it (older browsers, plain http), an `Origin` header counts as same
+/// site only when it is `http(s)` with the request's own host, or a host under the rule's
+/// `cookie_domain`, and the request's scheme where that is known (`x-forwarded-proto`, or the
+/// redirect URL's on its host); `Origin: null` and anything unreadable are cross-site.
+/// Neither header (a non-browser client, or a browser that sends neither): proceed.
+fn is_cross_site(rule: &Rule, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        return !matches!(site.as_str(), "same-origin" | "same-site" | "none");
+    }
+    match headers.get("origin") {
+        None => false,
+        Some(origin) => !origin
+            .to_str()
+            .is_ok_and(|o| same_site_origin(rule, headers, o.trim())),
+    }
+}
+
+fn same_site_origin(rule: &Rule, headers: &HeaderMap, origin: &str) -> bool {
+    let Ok(origin) = Url::parse(origin) else {
+        return false; // includes `null`
+    };
+    // `Url` lowercases the host and leaves the port out of it.
+    let Some(origin_host) = origin.host_str().map(|h| h.strip_suffix('.').unwrap_or(h)) else {
+        return false;
+    };
+    let host = request_host(headers);
+    let scheme_ok = match request_scheme(rule, headers, &host) {
+        Some(scheme) => origin.scheme() == scheme,
+        None => matches!(origin.scheme(), "http" | "https"),
+    };
+    let under_cookie_domain = rule.cookie_domain.as_deref().is_some_and(|d| {
+        let d = d.trim_start_matches('.').to_ascii_lowercase();
+        !d.is_empty()
+            && (origin_host == d
+                || origin_host
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|p| p.ends_with('.')))
+    });
+    scheme_ok && !host.is_empty() && (origin_host == host || under_cookie_domain)
+}
+
+/// The scheme the client used, when we know it.
+fn request_scheme(rule: &Rule, headers: &HeaderMap, host: &str) -> Option<&'static str> {
+    match header(headers, "x-forwarded-proto").map(|p| p.trim().to_ascii_lowercase()) {
+        Some(p) if p == "http" => Some("http"),
+        Some(p) if p == "https" => Some("https"),
+        _ if host == rule.redirect_host => match rule.redirect_url.scheme() {
+            "http" => Some("http"),
+            _ => Some("https"),
+        },
+        _ => None,
+    }
+}
+
+/// The same-origin sign-out a confirmation page's button POSTs, keeping `rd`.
+fn sign_out_action(query: &Option<String>) -> String {
+    match query_param(query, "rd") {
+        Some(rd) => format!(
+            "{SIGN_OUT_PATH}?rd={}",
+            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+        ),
+        None => SIGN_OUT_PATH.to_string(),
+    }
+}
+
 async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let rules = app.rules.load();
     let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
         return no_rule();
     };
+    if is_cross_site(rule, &headers) {
+        // Changes nothing: the user confirms with a same-site POST.
+        tracing::info!(rule = %rule.name, "cross-site sign-out: asking the user to confirm");
+        return to_response(Reply::sign_out_confirm(&sign_out_action(&query)));
+    }
     let cookie = cookie_header(&headers);
-    let session = app.sessions.read_session(&cookie, now());
+    let now = now();
+    // A session already revoked is no session: its ID token is not handed out as a hint.
+    let session = app.read_session(&cookie, now).await;
+    if let Some(s) = &session {
+        // A saved copy of the cookie must not outlive the sign-out.
+        app.revoke(s).await;
+    }
     let present: Vec<&str> = cookies::pairs(&cookie).map(|(n, _)| n).collect();
     let mut clear = app
         .sessions
@@ -202,7 +330,7 @@ async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(quer
             }
         }
     };
-    tracing::info!(rule = %rule.name, "signed out");
+    tracing::info!(rule = %rule.name, revoked = session.is_some(), "signed out");
     to_response(Reply::redirect(location.as_str(), clear))
 }
 
@@ -210,10 +338,11 @@ async fn userinfo(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let rules = app.rules.load();
     let cookie = cookie_header(&headers);
     let host = request_host(&headers);
+    let now = now();
     let session = app
-        .sessions
-        .read_session(&cookie, now())
-        .filter(|s| s.expires_at + 60 > now());
+        .read_session(&cookie, now)
+        .await
+        .filter(|s| s.expires_at.saturating_add(crate::oidc::token::SKEW_SECS) > now);
     let rule_name = rules
         .endpoint_rule(&host)
         .map(|r| r.name.clone())
@@ -222,13 +351,17 @@ async fn userinfo(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         Some(s) => {
             let rule = rules
                 .enabled()
-                .find(|r| r.issuer == s.iss && r.client_id == s.client_id)
-                .map(|r| r.name.clone());
+                .find(|r| r.issuer == s.iss && r.client_id == s.client_id);
+            // Only an email that counts for the session's rule is shown.
+            let email = s
+                .identity
+                .email_for(rule.is_some_and(|r| r.allowed.allow_unverified_email));
+            let rule = rule.map(|r| r.name.clone());
             to_response(Reply::json(
                 200,
                 json!({
                     "sub": s.identity.sub,
-                    "email": s.identity.email,
+                    "email": email,
                     "preferred_username": s.identity.preferred_username,
                     "groups": s.identity.groups,
                     "rule": rule,
@@ -270,5 +403,5 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             p.jwks_fetches()
         ));
     }
-    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+    to_response(Reply::text(200, "text/plain; version=0.0.4", body))
 }

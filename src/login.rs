@@ -14,9 +14,9 @@ use crate::identity::Identity;
 use crate::oidc::exchange::{exchange_code, CodeExchange};
 use crate::oidc::fetch::FetchError;
 use crate::oidc::token::{self, TokenError};
-use crate::reply::Reply;
+use crate::reply::{escape_for_log, Reply};
 use crate::rules::Rule;
-use crate::session::{cookies, LoginState, Session, LOGIN_TTL_SECS, MAX_PENDING_LOGINS};
+use crate::session::{cookies, new_session_id, LoginState, Session, LOGIN_TTL_SECS, MAX_PENDING_LOGINS};
 
 /// Longest callback parameter we read.
 const MAX_PARAM: usize = 4096;
@@ -40,20 +40,16 @@ fn login_attrs(app: &App, rule: &Rule) -> cookies::CookieAttrs {
 /// Starts a login with `rule` that returns to `return_url`. `cookie_header` is the request's,
 /// so that pending logins beyond the limit are dropped (oldest first).
 pub fn begin(app: &App, rule: &Rule, return_url: &str, cookie_header: &str, now: u64) -> Reply {
+    // Only browsers are sent to log in, so a missing IdP is a page with a retry link.
+    let unavailable = |message: &str| Reply::unavailable_page(message, return_url);
     let Some(provider) = app.providers.get(rule) else {
-        return Reply::unavailable(&rule.name, "the identity provider is not configured yet");
+        return unavailable("the identity provider is not configured yet");
     };
     let Some(discovered) = provider.discovered() else {
-        return Reply::unavailable(
-            &rule.name,
-            "the identity provider cannot be reached; try again shortly",
-        );
+        return unavailable("the identity provider cannot be reached; try again shortly");
     };
     let Ok(mut location) = Url::parse(&discovered.metadata.authorization_endpoint) else {
-        return Reply::unavailable(
-            &rule.name,
-            "the identity provider's authorization endpoint is invalid",
-        );
+        return unavailable("the identity provider's authorization endpoint is invalid");
     };
 
     let login = LoginState {
@@ -168,7 +164,13 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
 
     if let Some(error) = &params.error {
         let detail = params.error_description.as_deref().unwrap_or("");
-        tracing::info!(rule = %rule.name, error = %error, "identity provider refused the login");
+        // Both come from the callback's query: logged escaped (no forged lines).
+        tracing::info!(
+            rule = %rule.name,
+            error = %escape_for_log(error),
+            error_description = %escape_for_log(detail),
+            "identity provider refused the login"
+        );
         let mut r = Reply::page(
             403,
             "Sign-in was refused",
@@ -183,22 +185,10 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
     };
 
     let Some(provider) = app.providers.get(rule) else {
-        return Reply::page(
-            503,
-            "Sign-in is unavailable",
-            "The identity provider is not configured yet.",
-            None,
-        );
+        return Reply::unavailable_page("the identity provider is not configured yet", &login.url);
     };
     let Some(discovered) = provider.discovered() else {
-        let mut r = Reply::page(
-            503,
-            "Sign-in is unavailable",
-            "The identity provider cannot be reached right now.",
-            None,
-        );
-        r.headers.push(("retry-after".into(), "5".into()));
-        return r;
+        return Reply::unavailable_page("the identity provider cannot be reached right now", &login.url);
     };
     let exchange = CodeExchange {
         code,
@@ -214,7 +204,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
                 FetchError::Status { status, .. } => Some(*status),
                 _ => None,
             };
-            tracing::warn!(rule = %rule.name, ?status, error = %describe_fetch(&e), "code exchange failed");
+            tracing::warn!(rule = %rule.name, ?status, error = %escape_for_log(describe_fetch(&e)), "code exchange failed");
             let mut r = Reply::page(
                 502,
                 "Sign-in failed",
@@ -238,17 +228,13 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
     let claims = match provider.verify(id_token, rule, Some(&login.nonce), now).await {
         Ok(c) => c,
         Err(TokenError::KeysUnavailable) => {
-            let mut r = Reply::page(
-                503,
-                "Sign-in is unavailable",
-                "The identity provider's keys cannot be fetched right now.",
-                None,
+            return Reply::unavailable_page(
+                "the identity provider's keys cannot be fetched right now",
+                &login.url,
             );
-            r.headers.push(("retry-after".into(), "5".into()));
-            return r;
         }
         Err(e) => {
-            tracing::warn!(rule = %rule.name, reason = %e, "ID token rejected at callback");
+            tracing::warn!(rule = %rule.name, reason = %escape_for_log(&e), "ID token rejected at callback");
             let mut r = Reply::page(
                 403,
                 "Sign-in failed",
@@ -265,6 +251,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         return r;
     };
     let session = Session {
+        id: new_session_id(),
         iss: rule.issuer.clone(),
         client_id: rule.client_id.clone(),
         identity,
@@ -279,7 +266,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         app.sessions
             .write_session(&session, rule.cookie_domain.as_deref(), present.into_iter(), now);
     set.extend(clear_login);
-    tracing::info!(rule = %rule.name, "login completed");
+    tracing::info!(rule = %rule.name, has_sid = session.sid().is_some(), "login completed");
     if app.sessions.same_site() == crate::config::SameSite::Strict {
         // The redirect chain started at the IdP, so a browser would not send a Strict cookie on
         // a 302 to the original URL: continue with a same-site navigation instead.

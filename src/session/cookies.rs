@@ -1,7 +1,11 @@
-//! Reading and writing our cookies: splitting the `cookie` request header (Envoy may join
-//! repeated headers with `,`), chunking values above 4000 bytes into `name_1`, `name_2`, …,
-//! building `Set-Cookie` lines with the configured attributes, and removing our cookies from
-//! what the backend sees.
+//! Reading and writing our cookies: splitting the `cookie` request header, chunking values
+//! above 4000 bytes into `name_1`, `name_2`, …, building `Set-Cookie` lines with the
+//! configured attributes, and removing our cookies from what the backend sees.
+//!
+//! Pairs are separated by `;` only (RFC 6265 §4.2.1). A `,` is legal inside cookie values
+//! that applications set (`prefs="a=1,b=2"`), so splitting on it would change cookies on their
+//! way to the backend. Envoy joins HTTP/2 cookie crumbs and repeated `cookie` headers with
+//! `"; "`, and the HTTP listener joins repeated headers with `"; "` too.
 
 use cookie::{Cookie, SameSite as CookieSameSite};
 
@@ -12,9 +16,9 @@ pub const CHUNK_SIZE: usize = 4000;
 /// Never read more chunks than this (a bound on what a client can make us assemble).
 pub const MAX_CHUNKS: usize = 12;
 
-/// `name=value` pairs of a `cookie` header. Both `;` and `,` separate pairs.
+/// `name=value` pairs of a `cookie` header, separated by `;`.
 pub fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
-    header.split([';', ',']).filter_map(|part| {
+    header.split(';').filter_map(|part| {
         let part = part.trim();
         let (name, value) = part.split_once('=')?;
         let name = name.trim();
@@ -66,12 +70,13 @@ pub fn login_prefix(base: &str) -> String {
     format!("{base}_login_")
 }
 
-/// The `cookie` header without our cookies, or `None` when nothing is left.
+/// The `cookie` header without our cookies, or `None` when nothing is left. Every other
+/// cookie is kept byte for byte (only the whitespace between pairs is normalized to `"; "`).
 pub fn strip_ours(header: &str, base: &str) -> Option<String> {
     let login = login_prefix(base);
     let mut kept: Vec<&str> = Vec::new();
     let mut changed = false;
-    for part in header.split([';', ',']) {
+    for part in header.split(';') {
         let trimmed = part.trim();
         if trimmed.is_empty() {
             continue;
@@ -180,11 +185,21 @@ mod tests {
     }
 
     #[test]
-    fn pairs_split_on_semicolon_and_comma() {
-        let h = "a=1; _oidc_authz=xyz,b=2";
+    fn pairs_split_on_semicolons_only() {
+        let h = "a=1; _oidc_authz=xyz;b=2; prefs=\"x=1,b=3\"";
         assert_eq!(get(h, "_oidc_authz"), Some("xyz"));
-        assert_eq!(get(h, "b"), Some("2"));
+        assert_eq!(get(h, "b"), Some("2"), "a comma inside a value starts no pair");
+        assert_eq!(get(h, "prefs"), Some("x=1,b=3"));
         assert_eq!(get(h, "c"), None);
+    }
+
+    #[test]
+    fn strip_ours_keeps_values_with_commas_byte_for_byte() {
+        let h = "prefs=\"a=1,b=2\"; _s=sealed; list=x,y,z; q=\"a, b\"";
+        assert_eq!(
+            strip_ours(h, "_s").as_deref(),
+            Some("prefs=\"a=1,b=2\"; list=x,y,z; q=\"a, b\"")
+        );
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! Browser sessions and pending logins, kept in sealed cookies (the stateless `cookie` store).
-//! `Session` has room for the refresh token and the IdP session id that refresh and
-//! back-channel logout will use.
+//! Every session has a random id (what sign-out revokes, see `revocations`) and keeps the
+//! IdP's `sid` (in its identity) for back-channel logout, and room for the refresh token.
 
 pub mod cookies;
+pub mod revocations;
 pub mod seal;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +22,23 @@ pub const LOGIN_TTL_SECS: u64 = 600;
 /// Logins pending at once per browser; the oldest is dropped beyond this.
 pub const MAX_PENDING_LOGINS: usize = 5;
 
+/// Random bytes in a session id (128 bits).
+pub const SESSION_ID_BYTES: usize = 16;
+
+/// A fresh random session id: 16 bytes, base64url (22 characters).
+pub fn new_session_id() -> String {
+    let mut bytes = [0u8; SESSION_ID_BYTES];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// An authenticated browser session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    /// Random id (see `new_session_id`), what sign-out revokes. Kept across refreshes. A
+    /// session sealed before sessions had ids has none and is not accepted (log in again).
+    #[serde(default)]
+    pub id: String,
     /// Issuer and client the tokens were issued by and for.
     pub iss: String,
     pub client_id: String,
@@ -33,6 +52,13 @@ pub struct Session {
     pub created_at: u64,
     /// Unix seconds: when the ID token expires.
     pub expires_at: u64,
+}
+
+impl Session {
+    /// The IdP's session id (`sid` of the ID token), when it sent one.
+    pub fn sid(&self) -> Option<&str> {
+        self.identity.sid.as_deref()
+    }
 }
 
 /// The state of one login in flight, kept in its own cookie until the callback.
@@ -80,16 +106,26 @@ impl SessionCodec {
         }
     }
 
-    /// The session in a `cookie` header, if one opens and has not passed `max_lifetime`.
-    /// Expiry of the ID token is the caller's business (it may be refreshable).
+    /// The session in a `cookie` header, if one opens, has an id and has not passed
+    /// `max_lifetime`. Expiry of the ID token is the caller's business (it may be refreshable),
+    /// and so is revocation (`App::read_session` checks both the cookie and the revocations).
     pub fn read_session(&self, cookie_header: &str, now: u64) -> Option<Session> {
         let sealed = cookies::get_chunked(cookie_header, &self.cookie_name)?;
         let plain = self.sealer.open(Purpose::Session, &sealed)?;
         let session: Session = serde_json::from_slice(&plain).ok()?;
-        if now >= session.created_at.saturating_add(self.max_lifetime_secs) || session.created_at > now + 60 {
+        if session.id.is_empty() {
+            // Sealed before sessions had ids: it could not be revoked, so it is not accepted.
+            return None;
+        }
+        if now >= self.end_of(&session) || session.created_at > now.saturating_add(60) {
             return None;
         }
         Some(session)
+    }
+
+    /// Unix seconds at which `session` ends whatever its tokens say (`max_lifetime`).
+    pub fn end_of(&self, session: &Session) -> u64 {
+        session.created_at.saturating_add(self.max_lifetime_secs)
     }
 
     /// `Set-Cookie` lines storing `session`.
@@ -104,12 +140,10 @@ impl SessionCodec {
             return Vec::new();
         };
         let sealed = self.sealer.seal(Purpose::Session, &json);
-        let remaining = session
-            .created_at
-            .saturating_add(self.max_lifetime_secs)
-            .saturating_sub(now);
+        let remaining = self.end_of(session).saturating_sub(now);
+        let max_age = i64::try_from(remaining).unwrap_or(i64::MAX);
         self.attrs(domain)
-            .set_chunked(&self.cookie_name, &sealed, remaining as i64, present)
+            .set_chunked(&self.cookie_name, &sealed, max_age, present)
     }
 
     /// `Set-Cookie` lines deleting the session.
@@ -172,6 +206,7 @@ mod tests {
 
     fn session(created_at: u64) -> Session {
         Session {
+            id: "c2Vzc2lvbi1pZC0xMjM0NQ".into(),
             iss: "https://idp".into(),
             client_id: "gw".into(),
             identity: Identity {
@@ -209,6 +244,40 @@ mod tests {
         assert!(c.read_session(&h, 1599).is_some());
         assert!(c.read_session(&h, 1600).is_none());
         assert!(lines[0].contains("Max-Age=600"));
+    }
+
+    #[test]
+    fn sessions_get_random_ids_of_128_bits() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_ne!(a, b);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn a_session_sealed_without_an_id_is_not_accepted() {
+        // What a session sealed before ids existed looks like: the same JSON without `id`.
+        let c = codec(3600);
+        let mut json = serde_json::to_value(session(1000)).unwrap();
+        json.as_object_mut().unwrap().remove("id");
+        let sealed = c.sealer.seal(Purpose::Session, json.to_string().as_bytes());
+        assert!(c.read_session(&format!("_s={sealed}"), 1001).is_none());
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        // A max_lifetime near the end of time keeps the cookie (Max-Age stays positive).
+        let c = codec(u64::MAX);
+        let mut s = session(1000);
+        s.expires_at = u64::MAX;
+        let lines = c.write_session(&s, None, std::iter::empty(), 1000);
+        assert!(!lines[0].contains("Max-Age=0"), "{}", lines[0]);
+        assert!(
+            lines[0].contains(&format!("Max-Age={}", i64::MAX)),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(c.read_session(&header_of(&lines), u64::MAX - 1), Some(s));
     }
 
     #[test]

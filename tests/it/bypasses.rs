@@ -137,3 +137,37 @@ async fn hosts_that_are_not_host_names_are_answered_400_never_allowed() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn oauth2_endpoints_refuse_hosts_that_are_not_host_names() {
+    let stack = stack().await;
+    let client = crate::harness::http_client();
+    for host in [
+        "x@app1.example.test",
+        "app1.example.test..",
+        "app1.example.test:443:1",
+    ] {
+        for path in [
+            "/oauth2/start?rd=/",
+            "/oauth2/userinfo",
+            "/oauth2/callback?code=a&state=b",
+        ] {
+            let response = client
+                .get(stack.http_url(path))
+                .header("host", host)
+                .send()
+                .await
+                .expect("an answer");
+            assert_eq!(response.status().as_u16(), 400, "{host} {path}");
+            let body: serde_json::Value = response.json().await.expect("a JSON body");
+            assert_eq!(body["error"], "bad_request", "{host} {path}");
+        }
+    }
+    let health = client
+        .get(stack.http_url("/healthz"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(health.status().as_u16(), 200);
+    stack.stop().await;
+}

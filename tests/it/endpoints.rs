@@ -259,7 +259,8 @@ async fn default_action_deny_answers_403_and_public_paths_need_no_login() {
     let cfg = BASIC_CONFIG.replace("default_action: allow", "default_action: deny");
     let s = Stack::start(idp, &cfg).await;
     s.wait_ready().await;
-    let a = s.check(Req::browser("https://other.example.org/")).await;
+    // An API client gets JSON (a browser navigation gets a page: see hostile_http).
+    let a = s.check(Req::api("GET", "https://other.example.org/")).await;
     assert_eq!(a.status(), 403);
     let body: serde_json::Value = serde_json::from_str(&a.body()).unwrap();
     assert_eq!(body["requirement"], "default_action");

@@ -10,6 +10,7 @@ mod bypasses;
 mod cli;
 mod crash_safety;
 mod endpoints;
+mod hostile_http;
 mod idp_selftest;
 mod login_flow;
 mod token_rules;

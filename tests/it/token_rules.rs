@@ -484,3 +484,58 @@ async fn allow_unverified_email_is_a_rule_field_of_the_rest_api() {
     assert!(a.is_allow(), "{a:?}");
     s.stop().await;
 }
+
+/// Two rules of one issuer and client: `corp` trusts unverified emails, `strict` does not.
+const SHARED_SESSION_CONFIG: &str = r#"
+session:
+  secrets: ["{secret}"]
+rules_store: inline
+default_action: allow
+rules:
+  - name: strict
+    issuer: {issuer}
+    redirect_url: https://strict.example.test/oauth2/callback
+    client_id: {client_id}
+    client_secret: {client_secret}
+    cookie_domain: .example.test
+    domains: [strict.example.test]
+    authorization: { mode: whitelist, conditions: [] }
+  - name: corp
+    issuer: {issuer}
+    redirect_url: https://app1.example.test/oauth2/callback
+    client_id: {client_id}
+    client_secret: {client_secret}
+    cookie_domain: .example.test
+    domains: ["*.example.test"]
+    allow_unverified_email: true
+    authorization: { mode: whitelist, conditions: [] }
+"#;
+
+#[tokio::test]
+async fn a_session_trusted_by_one_rule_sends_no_unverified_email_under_another() {
+    let s = stack_with(SHARED_SESSION_CONFIG).await;
+    s.idp.set_extra_claims(json!({"email_verified": false}));
+    let mut jar = Jar::default();
+    let done = login_via_check(&s, "https://app1.example.test/", &mut jar).await;
+    assert_eq!(done.status(), 302, "{}", done.body());
+    let a = s
+        .check(Req::browser("https://app1.example.test/").cookies(&jar))
+        .await;
+    assert!(a.is_allow(), "{a:?}");
+    assert_eq!(
+        a.upstream("x-auth-request-email").as_deref(),
+        Some("alice@example.com"),
+        "corp trusts the unverified email"
+    );
+    let a = s
+        .check(Req::browser("https://strict.example.test/").cookies(&jar))
+        .await;
+    assert!(a.is_allow(), "{a:?}");
+    assert_eq!(a.upstream("x-auth-request-rule").as_deref(), Some("strict"));
+    assert_eq!(
+        a.upstream("x-auth-request-email"),
+        None,
+        "strict does not trust an unverified email, even from a session corp made"
+    );
+    s.stop().await;
+}

@@ -266,6 +266,15 @@ impl Answer {
             .map(|(_, v)| v)
     }
 
+    /// Every value of a header of the deny (headers may repeat: `set-cookie`).
+    pub fn denied_header_all(&self, name: &str) -> Vec<String> {
+        self.denied_headers()
+            .into_iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect()
+    }
+
     pub fn location(&self) -> String {
         self.denied_header("location").expect("a location header")
     }
@@ -411,4 +420,45 @@ pub async fn login_via_check(stack: &Stack, url: &str, jar: &mut Jar) -> Answer 
     let done = stack.check(Req::browser(&callback).cookies(jar)).await;
     jar.apply(&done.set_cookies());
     done
+}
+
+/// Log lines captured from this thread (see `capture_logs`).
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Captures the text log lines (as `serve` writes them, without colours) of everything that
+/// runs on this thread until the guard drops. In a `#[tokio::test]` (current-thread runtime)
+/// that includes the server's tasks, so a test sees what the server logged.
+pub fn capture_logs() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_target(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
 }

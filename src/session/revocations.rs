@@ -1,0 +1,144 @@
+//! Revoked session ids. Sign-out puts the session's id here until the session could no longer
+//! be used anyway (`created_at + max_lifetime`), so a saved copy of its cookie stops working.
+//!
+//! Kept in memory, per replica, and bounded: at most [`MAX_REVOKED`] ids, each dropped when its
+//! session's `max_lifetime` runs out. Only ids of sessions that opened with our key are ever
+//! revoked, so a flood needs that many real logins; beyond the bound the least recently seen
+//! id is forgotten first (LRU, every new id is admitted). `Revocations` is the one door to the
+//! set: a shared (Redis) backend can be added behind the same `revoke` / `is_revoked` calls.
+
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
+use moka::Expiry;
+
+use crate::app::now;
+
+/// Revoked ids remembered at once, per replica (about 100 bytes each).
+pub const MAX_REVOKED: u64 = 100_000;
+
+/// Where revoked session ids are kept.
+pub struct Revocations {
+    backend: Backend,
+}
+
+enum Backend {
+    /// This replica's memory: unix-seconds expiry by id.
+    Memory(Cache<String, u64>),
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.backend {
+            Backend::Memory(c) => write!(f, "Revocations(memory, {} ids)", c.entry_count()),
+        }
+    }
+}
+
+/// Each id lives until the unix second stored with it.
+struct UntilExpiry;
+
+impl UntilExpiry {
+    fn left(until: u64) -> Option<Duration> {
+        Some(Duration::from_secs(until.saturating_sub(now())))
+    }
+}
+
+impl Expiry<String, u64> for UntilExpiry {
+    fn expire_after_create(&self, _id: &String, until: &u64, _at: Instant) -> Option<Duration> {
+        Self::left(*until)
+    }
+
+    fn expire_after_update(
+        &self,
+        _id: &String,
+        until: &u64,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::left(*until)
+    }
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Revocations::in_memory(MAX_REVOKED)
+    }
+}
+
+impl Revocations {
+    /// An in-memory set holding at most `capacity` ids.
+    pub fn in_memory(capacity: u64) -> Revocations {
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(UntilExpiry)
+            .build();
+        Revocations {
+            backend: Backend::Memory(cache),
+        }
+    }
+
+    /// Remembers `id` as revoked until the unix second `until`. An empty id or a time already
+    /// past changes nothing.
+    pub async fn revoke(&self, id: &str, until: u64) {
+        if id.is_empty() || until <= now() {
+            return;
+        }
+        match &self.backend {
+            Backend::Memory(c) => c.insert(id.to_string(), until).await,
+        }
+    }
+
+    /// Whether `id` was revoked (and its revocation has not run out).
+    pub async fn is_revoked(&self, id: &str) -> bool {
+        match &self.backend {
+            Backend::Memory(c) => c.get(id).await.is_some_and(|until| until > now()),
+        }
+    }
+
+    /// Ids currently held (after pending evictions ran); for tests and diagnostics.
+    pub async fn len(&self) -> u64 {
+        match &self.backend {
+            Backend::Memory(c) => {
+                c.run_pending_tasks().await;
+                c.entry_count()
+            }
+        }
+    }
+
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_revoked_id_stays_revoked_until_its_time() {
+        let r = Revocations::default();
+        r.revoke("abc", now() + 3600).await;
+        assert!(r.is_revoked("abc").await);
+        assert!(!r.is_revoked("abd").await);
+        // Already past, or no id: nothing to remember.
+        r.revoke("old", now().saturating_sub(1)).await;
+        r.revoke("", now() + 3600).await;
+        assert!(!r.is_revoked("old").await);
+        assert!(!r.is_revoked("").await);
+        assert_eq!(r.len().await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_revocations_stays_within_the_capacity() {
+        let r = Revocations::in_memory(100);
+        for i in 0..5_000 {
+            r.revoke(&format!("id-{i}"), u64::MAX).await;
+        }
+        assert!(r.len().await <= 100, "{}", r.len().await);
+        // The newest ids are admitted (LRU, no admission filter): the latest sign-out counts.
+        assert!(r.is_revoked("id-4999").await);
+    }
+}
