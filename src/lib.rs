@@ -6,21 +6,28 @@
 //!
 //! - `config`: the YAML file, `${ENV}` substitution, errors with file, rule and field.
 //! - `rule_source`: where the running rules come from at start-up (file store or inline).
-//! - `rules`: compiled rules (`RuleSet`, swapped atomically); `rules::normalize` (host and
-//!   path canonical forms), `rules::domain` (domain patterns), `rules::conditions` (the indexed
+//! - `rules`: compiled rules (`RuleSet`, swapped atomically); `rules::normalize` (host
+//!   validation, the canonical path, what makes a path ambiguous and every reading a backend may
+//!   make of it), `rules::domain` (domain patterns), `rules::conditions` (the indexed
 //!   authorization list).
 //! - `decision`: pure routing: which rule governs a request and whether it is public, needs a
-//!   login, or falls to `default_action`; `explain` output.
+//!   login, or falls to `default_action`; `explain` output; `validate`'s warning about hosts
+//!   that `default_action: allow` leaves unprotected.
 //! - `identity`: the identity taken from verified claims, and the `allowed` checks.
-//! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`).
+//! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`),
+//!   and the bounded set of revoked session ids (`session::revocations`).
 //! - `oidc`: discovery, keys (JWKS cache), token validation, code exchange, live providers.
 //! - `login`: the authorization-code flow (begin, complete), shared by `Check` and HTTP.
 //! - `redirect_guard`: which `rd` targets are allowed (no open redirects).
 //! - `authorize`: one request end to end, protocol-free: facts in, `Verdict` out.
-//! - `reply`: protocol-free responses (redirects, JSON errors, HTML pages).
+//! - `reply`: protocol-free responses (redirects, JSON errors, HTML pages), and
+//!   `escape_for_log` for request values in logs.
 //! - `check`: the Envoy edge (`CheckRequest` → facts, `Verdict` → `CheckResponse`).
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
 //! - `app`: shared state; `metrics`: counters; `server`: listeners and graceful shutdown.
+//! - `store`: where rules are kept (`file:` with atomic writes, or `inline`, read-only).
+//! - `rule_admin`: the one core of rule management (validate, persist, swap, audit);
+//!   `admin_http` (REST and the console) and `admin_grpc` (the gRPC service) are its edges.
 //! - `admin_api`: types generated from `proto/` (the rule-management gRPC API).
 //!
 //! # Errors
