@@ -473,9 +473,18 @@ async function run(browser) {
     await shot(p2, 'admin-area-403-for-alice');
     assert.equal(resp.status(), 403);
     assert.equal(p2.url(), app(HOSTS.admin, '/admin/users'), 'no redirect to the IdP: she is signed in');
-    const body = await resp.json();
-    assert.equal(body.rule, 'admin');
-    assert.equal(body.requirement, 'allowed.groups', `the 403 names the failed requirement: ${JSON.stringify(body)}`);
+    // A browser gets a small page: what happened, who is signed in, and a way to sign out.
+    assert.match(resp.headers()['content-type'], /^text\/html/);
+    const text = await p2.locator('body').innerText();
+    assert.match(text, /do not have access/, text);
+    assert.match(text, /signed in as alice/, text);
+    assert.match(text, /allowed\.groups/, `the 403 names the failed requirement: ${text}`);
+    assert.equal(await p2.locator('a[href="/oauth2/sign_out"]').count(), 1, 'a sign-out link');
+    // An API call with the same session gets the JSON answer.
+    const api = await backendHeadersFromPage(p2, '/admin/users', { headers: { accept: 'application/json' } });
+    assert.equal(api.status, 403);
+    assert.equal(api.body.rule, 'admin');
+    assert.equal(api.body.requirement, 'allowed.groups', `the JSON 403 names the failed requirement: ${JSON.stringify(api.body)}`);
     // Her session still works where she is allowed.
     const open = await p2.goto(app(HOSTS.admin, '/'), { waitUntil: 'domcontentloaded' });
     assert.equal(open.status(), 200);
