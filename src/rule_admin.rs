@@ -259,11 +259,14 @@ fn kept_secret(stored: &RuleConfig, incoming: &RuleConfig) -> Result<Option<Stri
         .as_deref()
         .is_some_and(|s| s != REDACTED && !s.is_empty());
     let blank_is_none = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-    let moved = if stored.issuer != incoming.issuer {
+    // A blank issuer or client_id is no move: validation refuses it, naming that field, and
+    // nothing is sent anywhere.
+    let changed = |old: &str, new: &str| !new.trim().is_empty() && old != new;
+    let moved = if changed(&stored.issuer, &incoming.issuer) {
         Some("issuer")
     } else if blank_is_none(&stored.discovery_url) != blank_is_none(&incoming.discovery_url) {
         Some("discovery_url")
-    } else if stored.client_id != incoming.client_id {
+    } else if changed(&stored.client_id, &incoming.client_id) {
         Some("client_id")
     } else {
         None

@@ -585,7 +585,24 @@ async function run(page, ctx) {
   });
 
   await step('edited', page, async () => {
+    // An edit without a secret keeps the stored one.
+    await page.fill('#f-client_id', 'seed-client');
+    await page.click('#rule-submit');
+    await page.waitForURL(new RegExp(`#/rules/${SEED}$`), { timeout: STEP_TIMEOUT_MS });
+    await page.locator('[data-test=d-scope]', { hasText: 'groups' }).waitFor();
+    const kept = fs.readFileSync(storeFile, 'utf8');
+    assert.ok(kept.includes(SEED_SECRET), 'the stored secret is kept by an edit without a secret');
+    assert.ok(!kept.includes('******'), 'the redacted placeholder is never stored');
+    // A new Client-ID needs its secret: the stored one is never handed to another client.
+    await page.goto(`${base}/#/edit/${SEED}`);
+    await page.locator('#rule-form').waitFor({ state: 'visible' });
     await page.fill('#f-client_id', 'seed-client-2');
+    await page.click('#rule-submit');
+    const secretError = errorUnder('client_secret');
+    await secretError.waitFor({ state: 'visible' });
+    assert.match(await text(secretError), /send client_secret again/);
+    assert.equal((await api('GET', `/rules/${SEED}`)).body.client_id, 'seed-client', 'nothing stored');
+    await page.fill('#f-client_secret', 'seed-secret-2');
     await page.click('#rule-submit');
     await page.waitForURL(new RegExp(`#/rules/${SEED}$`), { timeout: STEP_TIMEOUT_MS });
     await page.locator('[data-test=d-scope]', { hasText: 'groups' }).waitFor();
@@ -599,7 +616,7 @@ async function run(page, ctx) {
     assert.equal(await text(conds.first().locator('[data-test=cond-match]')), 'exact');
     assert.equal(await text(conds.first().locator('[data-test=cond-domain]')), 'any');
     const stored = fs.readFileSync(storeFile, 'utf8');
-    assert.ok(stored.includes(SEED_SECRET), 'the stored secret is kept by an edit without a secret');
+    assert.ok(stored.includes('seed-secret-2') && !stored.includes(SEED_SECRET), 'the new client stores its own secret');
     assert.ok(!stored.includes('******'), 'the redacted placeholder is never stored');
     assert.deepEqual((await api('GET', `/rules/${SEED}`)).body.domains, ['seed.example.test']);
   });

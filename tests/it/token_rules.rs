@@ -387,6 +387,20 @@ async fn moving_a_rule_to_another_issuer_or_client_needs_the_secret_again() {
         }
     }
 
+    // A blank client_id or issuer is reported as such (it is not a move to another client).
+    for field in ["client_id", "issuer"] {
+        let mut edited = corp.clone();
+        edited[field] = json!("");
+        let (st, e) = call(&s, "PUT", "/api/v1/rules/corp", Some(edited)).await;
+        assert_eq!(st, 400, "{e}");
+        assert_eq!(e["field"], field, "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&store).unwrap(),
+            before,
+            "nothing is stored"
+        );
+    }
+
     // The same edits with a new secret are accepted and store that secret.
     let (field, value) = &changes[0];
     let mut edited = corp.clone();
