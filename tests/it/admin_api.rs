@@ -36,16 +36,7 @@ fn client() -> reqwest::Client {
 }
 
 async fn call(s: &Stack, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = client()
-        .request(method.parse().unwrap(), s.admin_url(path))
-        .header("authorization", format!("Bearer {TOKEN}"));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    admin_call(s, TOKEN, method, path, body).await
 }
 
 fn new_rule(name: &str, issuer: &str) -> Value {

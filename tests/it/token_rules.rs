@@ -333,15 +333,7 @@ async fn admin_stack(store: &std::path::Path) -> Stack {
 }
 
 async fn call(s: &Stack, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = http_client()
-        .request(method.parse().unwrap(), s.admin_url(path))
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    admin_call(s, ADMIN_TOKEN, method, path, body).await
 }
 
 #[tokio::test]

@@ -382,6 +382,30 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// One admin API call with the bearer `token`: the status and the JSON body (`Null` when the
+/// body is not JSON).
+pub async fn admin_call(
+    stack: &Stack,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = http_client()
+        .request(method.parse().unwrap(), stack.admin_url(path))
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// Follows the IdP's authorization endpoint (auto-approving) and returns the callback URL.
 pub async fn idp_approve(authorize_url: &str) -> String {
     let resp = http_client()
