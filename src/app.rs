@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+pub use crate::clock::now;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::oidc::fetch;
@@ -39,7 +40,8 @@ impl App {
     pub fn start_providers(&self) {
         let rules = self.rules.load();
         for rule in rules.enabled() {
-            self.providers.ensure(rule);
+            self.providers
+                .ensure(&rule.provider_key, &rule.issuer, rule.discovery_url.as_str());
         }
     }
 
@@ -72,7 +74,7 @@ impl App {
         rules
             .enabled()
             .filter_map(|r| {
-                let p = self.providers.get(r);
+                let p = self.providers.get(&r.provider_key);
                 match p {
                     Some(p) if p.is_ready() => None,
                     Some(p) => Some((
@@ -84,12 +86,4 @@ impl App {
             })
             .collect()
     }
-}
-
-/// Unix seconds now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

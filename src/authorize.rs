@@ -9,6 +9,7 @@ use crate::config::{DefaultAction, UpstreamToken};
 use crate::decision::{route, Route};
 use crate::identity::{check_allowed, Identity};
 use crate::metrics::bump;
+use crate::oidc::provider::Expectation;
 use crate::oidc::token::TokenError;
 use crate::reply::{escape_for_log, Reply};
 use crate::rules::normalize::{parse_host, RequestPath};
@@ -163,8 +164,7 @@ async fn login_with(
 ) -> Verdict {
     // 1. A session cookie for this rule's issuer and client (not signed out).
     if let Some(session) = app.read_session(cookie_header, now).await {
-        let live = session.expires_at.saturating_add(crate::oidc::token::SKEW_SECS) > now;
-        if live && session.iss == rule.issuer && session.client_id == rule.client_id {
+        if session.is_live(now) && session.is_for(&rule.issuer, &rule.client_id) {
             if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
                 bump(&app.metrics.forbidden);
                 return Verdict::Deny(forbidden(
@@ -200,7 +200,7 @@ async fn login_with(
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
     if let Some(token) = bearer.filter(|t| !t.is_empty()) {
-        let Some(provider) = app.providers.get(rule) else {
+        let Some(provider) = app.providers.get(&rule.provider_key) else {
             bump(&app.metrics.unavailable);
             return Verdict::Deny(unavailable(
                 req,
@@ -208,7 +208,8 @@ async fn login_with(
                 "the identity provider is not configured yet",
             ));
         };
-        return match provider.verify(token, rule, None, now).await {
+        let expected = Expectation::bearer(&rule.client_id, &rule.audiences);
+        return match provider.verify(token, &expected, now).await {
             Ok(claims) => match Identity::from_claims(&claims, rule.allowed.allow_unverified_email) {
                 Some(identity) => {
                     if let Err(e) = check_allowed(&rule.allowed, &identity) {

@@ -294,7 +294,7 @@ async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(quer
 
     let end_session = app
         .providers
-        .get(rule)
+        .get(&rule.provider_key)
         .and_then(|p| p.discovered())
         .and_then(|d| d.metadata.end_session_endpoint.clone())
         .and_then(|e| Url::parse(&e).ok());
@@ -339,19 +339,14 @@ async fn userinfo(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let cookie = cookie_header(&headers);
     let host = request_host(&headers);
     let now = now();
-    let session = app
-        .read_session(&cookie, now)
-        .await
-        .filter(|s| s.expires_at.saturating_add(crate::oidc::token::SKEW_SECS) > now);
+    let session = app.read_session(&cookie, now).await.filter(|s| s.is_live(now));
     let rule_name = rules
         .endpoint_rule(&host)
         .map(|r| r.name.clone())
         .unwrap_or_default();
     match session {
         Some(s) => {
-            let rule = rules
-                .enabled()
-                .find(|r| r.issuer == s.iss && r.client_id == s.client_id);
+            let rule = rules.enabled().find(|r| s.is_for(&r.issuer, &r.client_id));
             // Only an email that counts for the session's rule is shown.
             let email = s
                 .identity

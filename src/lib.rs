@@ -16,7 +16,9 @@
 //! - `identity`: the identity taken from verified claims, and the `allowed` checks.
 //! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`),
 //!   and the bounded set of revoked session ids (`session::revocations`).
-//! - `oidc`: discovery, keys (JWKS cache), token validation, code exchange, live providers.
+//! - `oidc`: the identity providers: `oidc::fetch` (the HTTP client, bounded bodies),
+//!   `oidc::discovery`, `oidc::keys` (the JWKS cache), `oidc::token` (validation),
+//!   `oidc::exchange` (code exchange) and `oidc::provider` (live providers, one per issuer).
 //! - `login`: the authorization-code flow (begin, complete), shared by `Check` and HTTP.
 //! - `redirect_guard`: which `rd` targets are allowed (no open redirects).
 //! - `authorize`: one request end to end, protocol-free: facts in, `Verdict` out.
@@ -24,7 +26,8 @@
 //!   `escape_for_log` for request values in logs.
 //! - `check`: the Envoy edge (`CheckRequest` → facts, `Verdict` → `CheckResponse`).
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
-//! - `app`: shared state; `metrics`: counters; `server`: listeners and graceful shutdown.
+//! - `app`: shared state; `clock`: Unix seconds; `metrics`: counters; `server`: listeners and
+//!   graceful shutdown.
 //! - `store`: where rules are kept (`file:` with atomic writes, or `inline`, read-only).
 //! - `rule_admin`: the one core of rule management (validate, persist, swap, audit);
 //!   `admin_http` (REST and the console) and `admin_grpc` (the gRPC service) are its edges.
@@ -41,6 +44,7 @@ pub mod admin_http;
 pub mod app;
 pub mod authorize;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod http_listener;

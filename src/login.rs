@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::identity::Identity;
 use crate::oidc::exchange::{exchange_code, CodeExchange};
 use crate::oidc::fetch::FetchError;
+use crate::oidc::provider::Expectation;
 use crate::oidc::token::{self, TokenError};
 use crate::reply::{escape_for_log, Reply};
 use crate::rules::Rule;
@@ -42,7 +43,7 @@ fn login_attrs(app: &App, rule: &Rule) -> cookies::CookieAttrs {
 pub fn begin(app: &App, rule: &Rule, return_url: &str, cookie_header: &str, now: u64) -> Reply {
     // Only browsers are sent to log in, so a missing IdP is a page with a retry link.
     let unavailable = |message: &str| Reply::unavailable_page(message, return_url);
-    let Some(provider) = app.providers.get(rule) else {
+    let Some(provider) = app.providers.get(&rule.provider_key) else {
         return unavailable("the identity provider is not configured yet");
     };
     let Some(discovered) = provider.discovered() else {
@@ -184,7 +185,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         return bad_state(rule, "The sign-in response has no code. Please sign in again.");
     };
 
-    let Some(provider) = app.providers.get(rule) else {
+    let Some(provider) = app.providers.get(&rule.provider_key) else {
         return Reply::unavailable_page("the identity provider is not configured yet", &login.url);
     };
     let Some(discovered) = provider.discovered() else {
@@ -225,7 +226,14 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         r.add_cookies(clear_login);
         return r;
     };
-    let claims = match provider.verify(id_token, rule, Some(&login.nonce), now).await {
+    let claims = match provider
+        .verify(
+            id_token,
+            &Expectation::id_token(&rule.client_id, &login.nonce),
+            now,
+        )
+        .await
+    {
         Ok(c) => c,
         Err(TokenError::KeysUnavailable) => {
             return Reply::unavailable_page(

@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 use super::discovery::{self, Metadata};
 use super::keys::{KeyCache, KeyError};
 use super::token::{self, Expect, TokenError};
-use crate::rules::Rule;
 
 /// Backoff of discovery retries: starts here, doubles, and never waits longer than the cap.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -121,22 +120,22 @@ impl Provider {
         }
     }
 
-    /// Verifies a token from this issuer for `rule`. `nonce` is given at the callback only.
-    /// Bearer tokens (no nonce) are cached by hash until they expire.
+    /// Verifies a token from this issuer against `expected`. Bearer tokens are cached by hash
+    /// until they expire; ID tokens (checked once, at the callback) are not.
     pub async fn verify(
         &self,
         token: &str,
-        rule: &Rule,
-        nonce: Option<&str>,
+        expected: &Expectation<'_>,
         now: u64,
     ) -> Result<Arc<Map<String, Value>>, TokenError> {
         let Some(d) = self.discovered() else {
             return Err(TokenError::KeysUnavailable);
         };
+        let nonce = expected.nonce;
         let expect = Expect {
             issuer: &self.issuer,
-            client_id: &rule.client_id,
-            extra_audiences: if nonce.is_none() { &rule.audiences } else { &[] },
+            client_id: expected.client_id,
+            extra_audiences: expected.audiences,
             nonce,
             now,
         };
@@ -165,7 +164,37 @@ impl Provider {
     }
 }
 
-/// Every provider in use, keyed by `Rule::provider_key`.
+/// What a token must be for, besides this provider's issuer: a bearer token for the client or
+/// one of its extra audiences, or an ID token for the client carrying the login's nonce.
+#[derive(Debug, Clone, Copy)]
+pub struct Expectation<'a> {
+    client_id: &'a str,
+    audiences: &'a [String],
+    nonce: Option<&'a str>,
+}
+
+impl<'a> Expectation<'a> {
+    /// A bearer token: `aud` holds `client_id` or one of `audiences`.
+    pub fn bearer(client_id: &'a str, audiences: &'a [String]) -> Expectation<'a> {
+        Expectation {
+            client_id,
+            audiences,
+            nonce: None,
+        }
+    }
+
+    /// An ID token at the callback: for `client_id`, with the login's `nonce`.
+    pub fn id_token(client_id: &'a str, nonce: &'a str) -> Expectation<'a> {
+        Expectation {
+            client_id,
+            audiences: &[],
+            nonce: Some(nonce),
+        }
+    }
+}
+
+/// Every provider in use, keyed by where it is found (issuer and discovery URL: rules sharing
+/// both share one provider).
 #[derive(Default)]
 pub struct Providers {
     http: reqwest::Client,
@@ -180,27 +209,24 @@ impl Providers {
         }
     }
 
-    /// The provider for a rule, if it has been started.
-    pub fn get(&self, rule: &Rule) -> Option<Arc<Provider>> {
+    /// The provider with this key, if it has been started.
+    pub fn get(&self, key: &str) -> Option<Arc<Provider>> {
         let map = self.map.read().ok()?;
-        map.get(rule.provider_key.as_str()).cloned()
+        map.get(key).cloned()
     }
 
-    /// The provider for a rule, started (discovery in the background) if new.
-    pub fn ensure(&self, rule: &Rule) -> Arc<Provider> {
-        if let Some(p) = self.get(rule) {
+    /// The provider of `issuer` (discovery at `discovery_url`) under `key`, started (discovery
+    /// in the background) if new.
+    pub fn ensure(&self, key: &str, issuer: &str, discovery_url: &str) -> Arc<Provider> {
+        if let Some(p) = self.get(key) {
             return p;
         }
-        let provider = Arc::new(Provider::new(
-            &rule.issuer,
-            rule.discovery_url.as_str(),
-            self.http.clone(),
-        ));
+        let provider = Arc::new(Provider::new(issuer, discovery_url, self.http.clone()));
         let mut map = match self.map.write() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let entry = map.entry(rule.provider_key.clone()).or_insert_with(|| {
+        let entry = map.entry(key.to_string()).or_insert_with(|| {
             tokio::spawn(provider.clone().discover_until_ready());
             provider
         });

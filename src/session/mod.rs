@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::SessionConfig;
 use crate::identity::Identity;
+use crate::oidc::token::SKEW_SECS;
 use cookies::CookieAttrs;
 use seal::{Purpose, Sealer};
 
@@ -58,6 +59,18 @@ impl Session {
     /// The IdP's session id (`sid` of the ID token), when it sent one.
     pub fn sid(&self) -> Option<&str> {
         self.identity.sid.as_deref()
+    }
+
+    /// Whether the session's ID token is still valid at `now`, with the clock skew that token
+    /// validation allows (`SKEW_SECS`). `max_lifetime` is the codec's business.
+    pub fn is_live(&self, now: u64) -> bool {
+        self.expires_at.saturating_add(SKEW_SECS) > now
+    }
+
+    /// Whether the session was made by a login at `issuer` for `client_id`: the rules with
+    /// that issuer and client accept it.
+    pub fn is_for(&self, issuer: &str, client_id: &str) -> bool {
+        self.iss == issuer && self.client_id == client_id
     }
 }
 
@@ -117,7 +130,7 @@ impl SessionCodec {
             // Sealed before sessions had ids: it could not be revoked, so it is not accepted.
             return None;
         }
-        if now >= self.end_of(&session) || session.created_at > now.saturating_add(60) {
+        if now >= self.end_of(&session) || session.created_at > now.saturating_add(SKEW_SECS) {
             return None;
         }
         Some(session)

@@ -13,7 +13,7 @@ use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use moka::Expiry;
 
-use crate::app::now;
+use crate::clock::now;
 
 /// Revoked ids remembered at once, per replica (about 100 bytes each).
 pub const MAX_REVOKED: u64 = 100_000;
