@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::config::{DefaultAction, UpstreamToken};
 use crate::decision::{route, Route};
 use crate::identity::{check_allowed, Identity};
-use crate::metrics::bump;
+use crate::metrics::Outcome;
 use crate::oidc::provider::Expectation;
 use crate::oidc::token::TokenError;
 use crate::reply::{escape_for_log, Reply};
@@ -54,10 +54,37 @@ pub struct Allow {
     pub response_cookies: Vec<String>,
 }
 
+/// What Envoy is to do with the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Let it through to the backend, with these changes.
     Allow(Allow),
-    Deny(Reply),
+    /// Answer the client with this instead (a login redirect, a completed login's redirect with
+    /// its session cookie, 400, 401, 403, 503…).
+    Respond(Reply),
+}
+
+/// A verdict and the outcome it is counted as.
+#[derive(Debug, PartialEq, Eq)]
+struct Decision {
+    outcome: Outcome,
+    verdict: Verdict,
+}
+
+impl Decision {
+    fn allow(outcome: Outcome, allow: Allow) -> Decision {
+        Decision {
+            outcome,
+            verdict: Verdict::Allow(allow),
+        }
+    }
+
+    fn respond(outcome: Outcome, reply: Reply) -> Decision {
+        Decision {
+            outcome,
+            verdict: Verdict::Respond(reply),
+        }
+    }
 }
 
 /// Whether a client-sent header name is (or could be read by a backend as) one of ours. Many
@@ -77,21 +104,29 @@ pub fn is_browser_navigation(method: &str, accept: Option<&str>, requested_with:
         && !requested_with.is_some_and(|x| x.trim().eq_ignore_ascii_case("xmlhttprequest"))
 }
 
-/// Decides one request.
+/// Decides one request, and counts the outcome.
 pub async fn authorize(app: &App, req: RequestFacts<'_>, now: u64) -> Verdict {
+    let decision = decide(app, req, now).await;
+    app.metrics.record(decision.outcome);
+    decision.verdict
+}
+
+async fn decide(app: &App, req: RequestFacts<'_>, now: u64) -> Decision {
     // The host is checked once, before the rule walk: a name that is not a host name could be
     // routed by Envoy one way and matched by a rule's `domains` another.
     let host = match parse_host(req.authority) {
         Ok(host) => host,
         Err(why) => {
-            bump(&app.metrics.bad_request);
-            return Verdict::Deny(Reply::json(
-                400,
-                serde_json::json!({
-                    "error": "bad_request",
-                    "message": format!("the Host header is not a DNS name or IP literal: {why}"),
-                }),
-            ));
+            return Decision::respond(
+                Outcome::BadRequest,
+                Reply::json(
+                    400,
+                    serde_json::json!({
+                        "error": "bad_request",
+                        "message": format!("the Host header is not a DNS name or IP literal: {why}"),
+                    }),
+                ),
+            );
         }
     };
     let path = RequestPath::parse(req.raw_path);
@@ -108,26 +143,28 @@ pub async fn authorize(app: &App, req: RequestFacts<'_>, now: u64) -> Verdict {
     match route(&rules, &host, &path) {
         Route::Callback(rule) => {
             let query = req.raw_path.split_once('?').map_or("", |(_, q)| q);
-            Verdict::Deny(crate::login::complete(app, rule, query, cookie_header, now).await)
+            Decision::respond(
+                Outcome::Callback,
+                crate::login::complete(app, rule, query, cookie_header, now).await,
+            )
         }
         Route::Public { .. } => {
-            bump(&app.metrics.allow_public);
-            Verdict::Allow(anonymous_allow(app, spoofed, cookie_header))
+            Decision::allow(Outcome::AllowPublic, anonymous_allow(app, spoofed, cookie_header))
         }
-        Route::Default(DefaultAction::Allow) => {
-            bump(&app.metrics.allow_default);
-            Verdict::Allow(anonymous_allow(app, spoofed, cookie_header))
-        }
-        Route::Default(DefaultAction::Deny) => {
-            bump(&app.metrics.forbidden);
-            Verdict::Deny(forbidden(
+        Route::Default(DefaultAction::Allow) => Decision::allow(
+            Outcome::AllowDefault,
+            anonymous_allow(app, spoofed, cookie_header),
+        ),
+        Route::Default(DefaultAction::Deny) => Decision::respond(
+            Outcome::Forbidden,
+            forbidden(
                 &req,
                 None,
                 "default_action",
                 "no rule allows this request (default_action: deny)",
                 None,
-            ))
-        }
+            ),
+        ),
         Route::Login { rule, .. } => login_with(app, rule, &req, cookie_header, spoofed, now).await,
     }
 }
@@ -161,19 +198,21 @@ async fn login_with(
     cookie_header: &str,
     spoofed: Vec<String>,
     now: u64,
-) -> Verdict {
+) -> Decision {
     // 1. A session cookie for this rule's issuer and client (not signed out).
     if let Some(session) = app.read_session(cookie_header, now).await {
         if session.is_live(now) && session.is_for(&rule.issuer, &rule.client_id) {
             if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
-                bump(&app.metrics.forbidden);
-                return Verdict::Deny(forbidden(
-                    req,
-                    Some(&rule.name),
-                    e.requirement,
-                    &e.detail,
-                    Some(&session.identity),
-                ));
+                return Decision::respond(
+                    Outcome::Forbidden,
+                    forbidden(
+                        req,
+                        Some(&rule.name),
+                        e.requirement,
+                        &e.detail,
+                        Some(&session.identity),
+                    ),
+                );
             }
             let token = match rule.upstream_token {
                 UpstreamToken::IdToken => Some(session.id_token.as_str()),
@@ -189,8 +228,7 @@ async fn login_with(
                 None => {}
             }
             strip_session_cookie(app, cookie_header, &mut allow);
-            bump(&app.metrics.allow_session);
-            return Verdict::Allow(allow);
+            return Decision::allow(Outcome::AllowSession, allow);
         }
     }
 
@@ -201,53 +239,45 @@ async fn login_with(
     });
     if let Some(token) = bearer.filter(|t| !t.is_empty()) {
         let Some(provider) = app.providers.get(&rule.provider_key) else {
-            bump(&app.metrics.unavailable);
-            return Verdict::Deny(unavailable(
-                req,
-                &rule.name,
-                "the identity provider is not configured yet",
-            ));
+            return Decision::respond(
+                Outcome::Unavailable,
+                unavailable(req, &rule.name, "the identity provider is not configured yet"),
+            );
         };
         let expected = Expectation::bearer(&rule.client_id, &rule.audiences);
         return match provider.verify(token, &expected, now).await {
             Ok(claims) => match Identity::from_claims(&claims, rule.allowed.allow_unverified_email) {
                 Some(identity) => {
                     if let Err(e) = check_allowed(&rule.allowed, &identity) {
-                        bump(&app.metrics.forbidden);
-                        return Verdict::Deny(forbidden(
-                            req,
-                            Some(&rule.name),
-                            e.requirement,
-                            &e.detail,
-                            Some(&identity),
-                        ));
+                        return Decision::respond(
+                            Outcome::Forbidden,
+                            forbidden(req, Some(&rule.name), e.requirement, &e.detail, Some(&identity)),
+                        );
                     }
                     // The client's own bearer token passes through untouched.
                     let mut allow = identity_allow(rule, &identity, spoofed);
                     strip_session_cookie(app, cookie_header, &mut allow);
-                    bump(&app.metrics.allow_bearer);
-                    Verdict::Allow(allow)
+                    Decision::allow(Outcome::AllowBearer, allow)
                 }
-                None => {
-                    bump(&app.metrics.unauthorized);
-                    Verdict::Deny(Reply::unauthorized(
-                        &rule.name,
-                        Some("the token has no usable subject"),
-                    ))
-                }
+                None => Decision::respond(
+                    Outcome::Unauthorized,
+                    Reply::unauthorized(&rule.name, Some("the token has no usable subject")),
+                ),
             },
-            Err(TokenError::KeysUnavailable) => {
-                bump(&app.metrics.unavailable);
-                Verdict::Deny(unavailable(
+            Err(TokenError::KeysUnavailable) => Decision::respond(
+                Outcome::Unavailable,
+                unavailable(
                     req,
                     &rule.name,
                     "the identity provider's signing keys cannot be fetched",
-                ))
-            }
+                ),
+            ),
             Err(e) => {
                 tracing::debug!(rule = %rule.name, reason = %escape_for_log(&e), "bearer token rejected");
-                bump(&app.metrics.unauthorized);
-                Verdict::Deny(Reply::unauthorized(&rule.name, Some(&e.to_string())))
+                Decision::respond(
+                    Outcome::Unauthorized,
+                    Reply::unauthorized(&rule.name, Some(&e.to_string())),
+                )
             }
         };
     }
@@ -255,14 +285,10 @@ async fn login_with(
     // 3. No usable credentials.
     if is_navigation(req) {
         let return_url = request_url(req);
-        let reply = crate::login::begin(app, rule, &return_url, cookie_header, now);
-        if reply.status == 503 {
-            bump(&app.metrics.unavailable);
-        }
-        Verdict::Deny(reply)
+        let (outcome, reply) = crate::login::begin(app, rule, &return_url, cookie_header, now);
+        Decision::respond(outcome, reply)
     } else {
-        bump(&app.metrics.unauthorized);
-        Verdict::Deny(Reply::unauthorized(&rule.name, None))
+        Decision::respond(Outcome::Unauthorized, Reply::unauthorized(&rule.name, None))
     }
 }
 

@@ -85,7 +85,7 @@ impl Authorization for CheckService {
         let verdict = authorize(&self.app, facts, now()).await;
         Ok(Response::new(match verdict {
             Verdict::Allow(allow) => ok(allow),
-            Verdict::Deny(reply) => deny(reply),
+            Verdict::Respond(reply) => deny(reply),
         }))
     }
 }

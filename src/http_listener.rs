@@ -13,6 +13,7 @@ use serde_json::json;
 use url::Url;
 
 use crate::app::{now, App};
+use crate::metrics::Outcome;
 use crate::redirect_guard::checked_target;
 use crate::reply::{Reply, SIGN_OUT_PATH};
 use crate::rules::normalize::{normalize_host, parse_host};
@@ -162,6 +163,7 @@ async fn callback(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(quer
         now(),
     )
     .await;
+    app.metrics.record(Outcome::Callback);
     to_response(reply)
 }
 
@@ -187,13 +189,9 @@ async fn start(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query):
             None,
         ));
     };
-    to_response(crate::login::begin(
-        &app,
-        rule,
-        target.as_str(),
-        &cookie_header(&headers),
-        now(),
-    ))
+    let (outcome, reply) = crate::login::begin(&app, rule, target.as_str(), &cookie_header(&headers), now());
+    app.metrics.record(outcome);
+    to_response(reply)
 }
 
 /// Whether a browser marked this request as coming from another site (a logout CSRF: an

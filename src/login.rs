@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::app::App;
 use crate::identity::Identity;
+use crate::metrics::Outcome;
 use crate::oidc::exchange::{exchange_code, CodeExchange};
 use crate::oidc::fetch::FetchError;
 use crate::oidc::provider::Expectation;
@@ -40,9 +41,9 @@ fn login_attrs(app: &App, rule: &Rule) -> cookies::CookieAttrs {
 
 /// Starts a login with `rule` that returns to `return_url`. `cookie_header` is the request's,
 /// so that pending logins beyond the limit are dropped (oldest first).
-pub fn begin(app: &App, rule: &Rule, return_url: &str, cookie_header: &str, now: u64) -> Reply {
+pub fn begin(app: &App, rule: &Rule, return_url: &str, cookie_header: &str, now: u64) -> (Outcome, Reply) {
     // Only browsers are sent to log in, so a missing IdP is a page with a retry link.
-    let unavailable = |message: &str| Reply::unavailable_page(message, return_url);
+    let unavailable = |message: &str| (Outcome::Unavailable, Reply::unavailable_page(message, return_url));
     let Some(provider) = app.providers.get(&rule.provider_key) else {
         return unavailable("the identity provider is not configured yet");
     };
@@ -90,8 +91,7 @@ pub fn begin(app: &App, rule: &Rule, return_url: &str, cookie_header: &str, now:
     }
     let name = app.sessions.login_cookie_name(&login.state);
     set.push(attrs.set_cookie(&name, &app.sessions.seal_login(&login), LOGIN_TTL_SECS as i64));
-    crate::metrics::bump(&app.metrics.login_redirect);
-    Reply::redirect(location.as_str(), set)
+    (Outcome::LoginRedirect, Reply::redirect(location.as_str(), set))
 }
 
 /// The callback's query parameters.
@@ -142,7 +142,6 @@ fn bad_state(rule: &Rule, why: &str) -> Reply {
 
 /// Completes a login at `rule`'s redirect URL.
 pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, now: u64) -> Reply {
-    crate::metrics::bump(&app.metrics.callback);
     let params = CallbackParams::parse(query);
     let attrs = login_attrs(app, rule);
 

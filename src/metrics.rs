@@ -39,6 +39,41 @@ counters! {
     callback => "callback",
 }
 
-pub fn bump(c: &AtomicU64) {
+/// What one decision came to: the `outcome` label of `oidc_authz_check_total`. The decision
+/// names it; `Metrics::record` is the one place that counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    AllowPublic,
+    AllowDefault,
+    AllowSession,
+    AllowBearer,
+    LoginRedirect,
+    Unauthorized,
+    Forbidden,
+    Unavailable,
+    BadRequest,
+    /// A login completed (or refused) at a rule's redirect URL.
+    Callback,
+}
+
+impl Metrics {
+    /// Counts one decision.
+    pub fn record(&self, outcome: Outcome) {
+        bump(match outcome {
+            Outcome::AllowPublic => &self.allow_public,
+            Outcome::AllowDefault => &self.allow_default,
+            Outcome::AllowSession => &self.allow_session,
+            Outcome::AllowBearer => &self.allow_bearer,
+            Outcome::LoginRedirect => &self.login_redirect,
+            Outcome::Unauthorized => &self.unauthorized,
+            Outcome::Forbidden => &self.forbidden,
+            Outcome::Unavailable => &self.unavailable,
+            Outcome::BadRequest => &self.bad_request,
+            Outcome::Callback => &self.callback,
+        });
+    }
+}
+
+fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
