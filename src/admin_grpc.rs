@@ -44,10 +44,11 @@ impl From<AdminError> for Status {
     fn from(e: AdminError) -> Status {
         match &e {
             AdminError::NotFound(_) => Status::not_found(e.to_string()),
-            AdminError::Conflict(m) if m.contains("already exists") => Status::already_exists(e.to_string()),
-            AdminError::Conflict(_) => Status::failed_precondition(e.to_string()),
+            AdminError::Exists(_) => Status::already_exists(e.to_string()),
+            AdminError::Enabled(_) | AdminError::ReadOnly => Status::failed_precondition(e.to_string()),
             AdminError::Invalid { field, .. } => Status::invalid_argument(format!("{field}: {e}")),
-            AdminError::Storage(_) => Status::unavailable(e.to_string()),
+            AdminError::Store(_) => Status::unavailable(e.to_string()),
+            AdminError::Interrupted(_) => Status::internal(e.to_string()),
         }
     }
 }
@@ -275,5 +276,34 @@ impl RuleService for GrpcAdmin {
             condition: e.condition.map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)),
             reason: e.reason,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use tonic::Code;
+
+    #[test]
+    fn each_error_has_its_code() {
+        let code = |e: AdminError| Status::from(e).code();
+        assert_eq!(code(AdminError::NotFound("a".into())), Code::NotFound);
+        assert_eq!(code(AdminError::Exists("a".into())), Code::AlreadyExists);
+        assert_eq!(code(AdminError::Enabled("a".into())), Code::FailedPrecondition);
+        assert_eq!(code(AdminError::ReadOnly), Code::FailedPrecondition);
+        assert_eq!(code(StoreError::ReadOnly.into()), Code::FailedPrecondition);
+        let invalid = Status::from(AdminError::Invalid {
+            field: "issuer".into(),
+            message: "is required".into(),
+        });
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+        assert_eq!(invalid.message(), "issuer: is required");
+        let io = StoreError::Io {
+            path: "/x".into(),
+            message: "disk full".into(),
+        };
+        assert_eq!(code(io.into()), Code::Unavailable);
+        assert_eq!(code(AdminError::Interrupted("panic".into())), Code::Internal);
     }
 }

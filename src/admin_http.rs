@@ -107,9 +107,11 @@ impl IntoResponse for AdminError {
         let message = self.to_string();
         match &self {
             AdminError::NotFound(_) => error(StatusCode::NOT_FOUND, &message, None),
-            AdminError::Conflict(_) => error(StatusCode::CONFLICT, &message, None),
+            AdminError::Exists(_) | AdminError::Enabled(_) | AdminError::ReadOnly => {
+                error(StatusCode::CONFLICT, &message, None)
+            }
             AdminError::Invalid { field, .. } => error(StatusCode::BAD_REQUEST, &message, Some(field)),
-            AdminError::Storage(_) => {
+            AdminError::Store(_) | AdminError::Interrupted(_) => {
                 tracing::error!(error = %message, "rule store failure");
                 error(StatusCode::SERVICE_UNAVAILABLE, &message, None)
             }
@@ -207,7 +209,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, AdminError> {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(AdminError::Storage(format!("the change was interrupted: {e}"))))
+        .unwrap_or_else(|e| Err(AdminError::Interrupted(e.to_string())))
 }
 
 async fn list(State(s): State<AdminState>) -> Response {
@@ -303,5 +305,48 @@ async fn explain(
     match s.admin.explain(&url) {
         Ok(e) => Json(e).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn each_error_has_its_status_and_message() {
+        let answer = |e: AdminError| e.into_response().status();
+        assert_eq!(answer(AdminError::NotFound("a".into())), StatusCode::NOT_FOUND);
+        assert_eq!(answer(AdminError::Exists("a".into())), StatusCode::CONFLICT);
+        assert_eq!(answer(AdminError::Enabled("a".into())), StatusCode::CONFLICT);
+        assert_eq!(answer(StoreError::ReadOnly.into()), StatusCode::CONFLICT);
+        let invalid = AdminError::Invalid {
+            field: "issuer".into(),
+            message: "is required".into(),
+        };
+        assert_eq!(answer(invalid), StatusCode::BAD_REQUEST);
+        let io = StoreError::Io {
+            path: "/x".into(),
+            message: "disk full".into(),
+        };
+        assert_eq!(answer(io.into()), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            answer(AdminError::Interrupted("panic".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // The texts the console and clients have always seen.
+        assert_eq!(
+            AdminError::Exists("a".into()).to_string(),
+            "a rule named `a` already exists"
+        );
+        assert_eq!(
+            AdminError::Enabled("a".into()).to_string(),
+            "rule `a` is enabled: disable it before deleting it"
+        );
+        assert_eq!(AdminError::ReadOnly.to_string(), StoreError::ReadOnly.to_string());
+        assert_eq!(
+            AdminError::Interrupted("x".into()).to_string(),
+            "the change was interrupted: x"
+        );
     }
 }
