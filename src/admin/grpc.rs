@@ -1,25 +1,26 @@
 //! The rule-management API over gRPC (`proto/oidc_authz/admin/v1/admin.proto`): the same
-//! operations as the REST API, on the same `RuleAdmin` core, with server reflection. Requests
-//! carry the admin token as `authorization: Bearer …` metadata.
+//! operations as the REST API, on the same `core::RuleAdmin`, with server reflection. Requests
+//! carry the admin token as `authorization: Bearer …` metadata (checked by `admin::token_ok`).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::core::{AdminError, RuleAdmin};
+use super::{blocking, token_ok};
 use crate::admin_api::v1 as pb;
 use crate::admin_api::v1::rule_service_server::{RuleService, RuleServiceServer};
 use crate::config::{
     AllowedConfig, AuthorizationConfig, AuthorizationMode, ConditionConfig, RuleConfig, RuleType,
     UpstreamToken,
 };
-use crate::rule_admin::{AdminError, RuleAdmin};
 use crate::rules::conditions::PathMatch;
 
 /// The gRPC routes (rule service and reflection), to merge into the admin router.
 pub fn routes(admin: Arc<RuleAdmin>, token: Arc<str>) -> axum::Router {
     let check_token = move |req: Request<()>| {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        if crate::admin_http::token_ok(header, &token) {
+        if token_ok(header, &token) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("missing or wrong admin token"))
@@ -172,16 +173,6 @@ fn to_proto(r: RuleConfig) -> pb::Rule {
         insecure_allow_http: r.insecure_allow_http,
         allow_unverified_email: r.allow_unverified_email,
     }
-}
-
-/// Runs a blocking store operation off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("the change was interrupted: {e}")))?
-        .map_err(Status::from)
 }
 
 #[tonic::async_trait]

@@ -1,6 +1,6 @@
-//! The admin listener: the rule-management REST API under `/api/v1` (bearer admin token,
-//! compared in constant time), the same operations over gRPC (`admin_grpc`, with reflection),
-//! and the web console at `/`. Bodies are bounded; every bad request gets a JSON 4xx.
+//! The admin REST API under `/api/v1` (bearer admin token, see `admin::token_ok`) and the web
+//! console page, over the `core` rule management. Bodies are bounded; every bad request gets a
+//! JSON 4xx. The admin router (`admin::router`) mounts these next to the gRPC service.
 
 use std::sync::Arc;
 
@@ -14,15 +14,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
+use super::core::{AdminError, RuleAdmin};
+use super::{blocking, token_ok};
 use crate::config::{ConditionConfig, RuleConfig};
-use crate::rule_admin::{AdminError, RuleAdmin};
 
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
 
-const CONSOLE_HTML: &str = include_str!("console/index.html");
+const CONSOLE_HTML: &str = include_str!("../console/index.html");
 
 #[derive(Clone)]
 struct AdminState {
@@ -30,12 +30,10 @@ struct AdminState {
     token: Arc<str>,
 }
 
-pub fn router(admin: Arc<RuleAdmin>, token: &str) -> Router {
-    let state = AdminState {
-        admin: admin.clone(),
-        token: token.into(),
-    };
-    let api = Router::new()
+/// The REST API under `/api/v1`, behind the admin token, with bounded bodies.
+pub fn api(admin: Arc<RuleAdmin>, token: Arc<str>) -> Router {
+    let state = AdminState { admin, token };
+    Router::new()
         .route("/api/v1/rules", get(list).post(create))
         .route("/api/v1/rules/{name}", get(get_rule).put(update).delete(delete))
         .route("/api/v1/rules/{name}/enable", post(enable))
@@ -55,17 +53,16 @@ pub fn router(admin: Arc<RuleAdmin>, token: &str) -> Router {
         })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state.clone());
-    // The gRPC routes (rule service, reflection), the console and the REST API; the gRPC
-    // router's own catch-all is replaced so that unknown paths answer a plain 404.
-    crate::admin_grpc::routes(admin, state.token.clone())
-        .route("/", get(console))
-        .merge(api)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found", None) })
+        .with_state(state)
+}
+
+/// The answer to a path the admin listener does not serve.
+pub fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not found", None)
 }
 
 /// The console page, with headers that keep it from being framed or sniffed.
-async fn console() -> Response {
+pub async fn console() -> Response {
     let mut r = Html(CONSOLE_HTML).into_response();
     let h = r.headers_mut();
     h.insert("x-frame-options", axum::http::HeaderValue::from_static("DENY"));
@@ -117,15 +114,6 @@ impl IntoResponse for AdminError {
             }
         }
     }
-}
-
-/// Whether `header` carries the admin token (constant-time comparison).
-pub fn token_ok(header: Option<&str>, token: &str) -> bool {
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-    else {
-        return false;
-    };
-    !token.is_empty() && bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
 async fn require_token(
@@ -201,15 +189,6 @@ fn answer(status: StatusCode, result: Result<RuleConfig, AdminError>) -> Respons
         Ok(rule) => (status, Json(rule)).into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-/// Runs a blocking store operation (fsync) off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
-) -> Result<T, AdminError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(AdminError::Interrupted(e.to_string())))
 }
 
 async fn list(State(s): State<AdminState>) -> Response {
