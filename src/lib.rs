@@ -29,8 +29,10 @@
 //! - `app`: shared state; `clock`: Unix seconds; `metrics`: counters; `server`: listeners and
 //!   graceful shutdown.
 //! - `store`: where rules are kept (`file:` with atomic writes, or `inline`, read-only).
-//! - `rule_admin`: the one core of rule management (validate, persist, swap, audit);
-//!   `admin_http` (REST and the console) and `admin_grpc` (the gRPC service) are its edges.
+//! - `admin`: the admin listener's router, bearer-token check and `blocking` helper;
+//!   `admin::core` is the one core of rule management (validate, persist, swap, audit), and
+//!   `admin::http` (REST and the console) and `admin::grpc` (the gRPC service) are its edges,
+//!   depending on it and never on each other.
 //! - `admin_api`: types generated from `proto/` (the rule-management gRPC API).
 //!
 //! # Errors
@@ -38,9 +40,8 @@
 //! `oidc::token::TokenError`, `oidc::fetch::FetchError`, `server::ServeError`. Request paths
 //! never panic: bad input becomes a 4xx `Reply`.
 
+pub mod admin;
 pub mod admin_api;
-pub mod admin_grpc;
-pub mod admin_http;
 pub mod app;
 pub mod authorize;
 pub mod check;
@@ -54,7 +55,6 @@ pub mod metrics;
 pub mod oidc;
 pub mod redirect_guard;
 pub mod reply;
-pub mod rule_admin;
 pub mod rule_source;
 pub mod rules;
 pub mod server;

@@ -8,10 +8,10 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::RuleAdmin;
 use crate::app::App;
 use crate::check::CheckService;
 use crate::config::{Config, SessionStoreKind};
-use crate::rule_admin::RuleAdmin;
 
 /// Largest gRPC message we accept (a `CheckRequest` with big headers fits easily).
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
@@ -156,7 +156,7 @@ pub async fn run(
         match (bound.admin, &services.admin_token) {
             (Some(listener), Some(token)) => {
                 tracing::info!(admin = ?listener.local_addr().ok(), "admin API and console listening");
-                let router = crate::admin_http::router(services.admin.clone(), token);
+                let router = crate::admin::router(services.admin.clone(), token);
                 let mut admin_shutdown = shutdown.clone();
                 axum::serve(listener, router)
                     .with_graceful_shutdown(async move {

@@ -48,7 +48,7 @@ rules:
 pub struct Stack {
     pub idp: TestIdp,
     pub app: Arc<App>,
-    pub admin: Arc<oidc_authz::rule_admin::RuleAdmin>,
+    pub admin: Arc<oidc_authz::admin::RuleAdmin>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,

@@ -14,16 +14,31 @@ use crate::store::{RuleStore, StoreError};
 /// Shown instead of a client secret; sending it back keeps the stored secret.
 pub const REDACTED: &str = "******";
 
+/// What a rule change can fail with. The edges (REST, gRPC) map these by variant, never by
+/// message text.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// No rule has this name.
     #[error("no rule named `{0}`")]
     NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
+    /// A rule with this name exists already.
+    #[error("a rule named `{0}` already exists")]
+    Exists(String),
+    /// The rule is enabled, and only a disabled rule may be deleted.
+    #[error("rule `{0}` is enabled: disable it before deleting it")]
+    Enabled(String),
+    /// The store is read-only (`rules_store: inline`): rules change in the config file.
+    #[error("{}", StoreError::ReadOnly)]
+    ReadOnly,
+    /// The change does not validate; `field` names what is wrong.
     #[error("{message}")]
     Invalid { field: String, message: String },
+    /// The store could not be read or written.
     #[error("the rule store failed: {0}")]
-    Storage(String),
+    Store(StoreError),
+    /// The worker running the change stopped before it answered.
+    #[error("the change was interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl AdminError {
@@ -38,8 +53,8 @@ impl AdminError {
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::ReadOnly => AdminError::Conflict(e.to_string()),
-            other => AdminError::Storage(other.to_string()),
+            StoreError::ReadOnly => AdminError::ReadOnly,
+            other => AdminError::Store(other),
         }
     }
 }
@@ -130,7 +145,7 @@ impl RuleAdmin {
         change: impl FnOnce(&mut Vec<RuleConfig>) -> Result<Option<String>, AdminError>,
     ) -> Result<Option<RuleConfig>, AdminError> {
         if self.store.read_only() {
-            return Err(StoreError::ReadOnly.into());
+            return Err(AdminError::ReadOnly);
         }
         let mut state = self.lock();
         let mut rules = state.rules.clone();
@@ -148,10 +163,7 @@ impl RuleAdmin {
         let name = rule.name.clone();
         self.change("create", &name, |rules| {
             if rules.iter().any(|r| r.name == rule.name) {
-                return Err(AdminError::Conflict(format!(
-                    "a rule named `{}` already exists",
-                    rule.name
-                )));
+                return Err(AdminError::Exists(rule.name.clone()));
             }
             let rule = normalize_incoming(rule, None)?;
             rules.push(rule);
@@ -215,9 +227,7 @@ impl RuleAdmin {
                 .position(|r| r.name == name)
                 .ok_or_else(|| AdminError::NotFound(name.into()))?;
             if rules[i].enabled {
-                return Err(AdminError::Conflict(format!(
-                    "rule `{name}` is enabled: disable it before deleting it"
-                )));
+                return Err(AdminError::Enabled(name.into()));
             }
             rules.remove(i);
             Ok(None)

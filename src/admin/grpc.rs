@@ -1,25 +1,26 @@
 //! The rule-management API over gRPC (`proto/oidc_authz/admin/v1/admin.proto`): the same
-//! operations as the REST API, on the same `RuleAdmin` core, with server reflection. Requests
-//! carry the admin token as `authorization: Bearer …` metadata.
+//! operations as the REST API, on the same `core::RuleAdmin`, with server reflection. Requests
+//! carry the admin token as `authorization: Bearer …` metadata (checked by `admin::token_ok`).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::core::{AdminError, RuleAdmin};
+use super::{blocking, token_ok};
 use crate::admin_api::v1 as pb;
 use crate::admin_api::v1::rule_service_server::{RuleService, RuleServiceServer};
 use crate::config::{
     AllowedConfig, AuthorizationConfig, AuthorizationMode, ConditionConfig, RuleConfig, RuleType,
     UpstreamToken,
 };
-use crate::rule_admin::{AdminError, RuleAdmin};
 use crate::rules::conditions::PathMatch;
 
 /// The gRPC routes (rule service and reflection), to merge into the admin router.
 pub fn routes(admin: Arc<RuleAdmin>, token: Arc<str>) -> axum::Router {
     let check_token = move |req: Request<()>| {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        if crate::admin_http::token_ok(header, &token) {
+        if token_ok(header, &token) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("missing or wrong admin token"))
@@ -44,10 +45,11 @@ impl From<AdminError> for Status {
     fn from(e: AdminError) -> Status {
         match &e {
             AdminError::NotFound(_) => Status::not_found(e.to_string()),
-            AdminError::Conflict(m) if m.contains("already exists") => Status::already_exists(e.to_string()),
-            AdminError::Conflict(_) => Status::failed_precondition(e.to_string()),
+            AdminError::Exists(_) => Status::already_exists(e.to_string()),
+            AdminError::Enabled(_) | AdminError::ReadOnly => Status::failed_precondition(e.to_string()),
             AdminError::Invalid { field, .. } => Status::invalid_argument(format!("{field}: {e}")),
-            AdminError::Storage(_) => Status::unavailable(e.to_string()),
+            AdminError::Store(_) => Status::unavailable(e.to_string()),
+            AdminError::Interrupted(_) => Status::internal(e.to_string()),
         }
     }
 }
@@ -173,16 +175,6 @@ fn to_proto(r: RuleConfig) -> pb::Rule {
     }
 }
 
-/// Runs a blocking store operation off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("the change was interrupted: {e}")))?
-        .map_err(Status::from)
-}
-
 #[tonic::async_trait]
 impl RuleService for GrpcAdmin {
     async fn list_rules(
@@ -275,5 +267,34 @@ impl RuleService for GrpcAdmin {
             condition: e.condition.map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)),
             reason: e.reason,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use tonic::Code;
+
+    #[test]
+    fn each_error_has_its_code() {
+        let code = |e: AdminError| Status::from(e).code();
+        assert_eq!(code(AdminError::NotFound("a".into())), Code::NotFound);
+        assert_eq!(code(AdminError::Exists("a".into())), Code::AlreadyExists);
+        assert_eq!(code(AdminError::Enabled("a".into())), Code::FailedPrecondition);
+        assert_eq!(code(AdminError::ReadOnly), Code::FailedPrecondition);
+        assert_eq!(code(StoreError::ReadOnly.into()), Code::FailedPrecondition);
+        let invalid = Status::from(AdminError::Invalid {
+            field: "issuer".into(),
+            message: "is required".into(),
+        });
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+        assert_eq!(invalid.message(), "issuer: is required");
+        let io = StoreError::Io {
+            path: "/x".into(),
+            message: "disk full".into(),
+        };
+        assert_eq!(code(io.into()), Code::Unavailable);
+        assert_eq!(code(AdminError::Interrupted("panic".into())), Code::Internal);
     }
 }

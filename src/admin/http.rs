@@ -1,6 +1,6 @@
-//! The admin listener: the rule-management REST API under `/api/v1` (bearer admin token,
-//! compared in constant time), the same operations over gRPC (`admin_grpc`, with reflection),
-//! and the web console at `/`. Bodies are bounded; every bad request gets a JSON 4xx.
+//! The admin REST API under `/api/v1` (bearer admin token, see `admin::token_ok`) and the web
+//! console page, over the `core` rule management. Bodies are bounded; every bad request gets a
+//! JSON 4xx. The admin router (`admin::router`) mounts these next to the gRPC service.
 
 use std::sync::Arc;
 
@@ -14,15 +14,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
+use super::core::{AdminError, RuleAdmin};
+use super::{blocking, token_ok};
 use crate::config::{ConditionConfig, RuleConfig};
-use crate::rule_admin::{AdminError, RuleAdmin};
 
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
 
-const CONSOLE_HTML: &str = include_str!("console/index.html");
+const CONSOLE_HTML: &str = include_str!("../console/index.html");
 
 #[derive(Clone)]
 struct AdminState {
@@ -30,12 +30,10 @@ struct AdminState {
     token: Arc<str>,
 }
 
-pub fn router(admin: Arc<RuleAdmin>, token: &str) -> Router {
-    let state = AdminState {
-        admin: admin.clone(),
-        token: token.into(),
-    };
-    let api = Router::new()
+/// The REST API under `/api/v1`, behind the admin token, with bounded bodies.
+pub fn api(admin: Arc<RuleAdmin>, token: Arc<str>) -> Router {
+    let state = AdminState { admin, token };
+    Router::new()
         .route("/api/v1/rules", get(list).post(create))
         .route("/api/v1/rules/{name}", get(get_rule).put(update).delete(delete))
         .route("/api/v1/rules/{name}/enable", post(enable))
@@ -55,17 +53,16 @@ pub fn router(admin: Arc<RuleAdmin>, token: &str) -> Router {
         })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state.clone());
-    // The gRPC routes (rule service, reflection), the console and the REST API; the gRPC
-    // router's own catch-all is replaced so that unknown paths answer a plain 404.
-    crate::admin_grpc::routes(admin, state.token.clone())
-        .route("/", get(console))
-        .merge(api)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found", None) })
+        .with_state(state)
+}
+
+/// The answer to a path the admin listener does not serve.
+pub fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not found", None)
 }
 
 /// The console page, with headers that keep it from being framed or sniffed.
-async fn console() -> Response {
+pub async fn console() -> Response {
     let mut r = Html(CONSOLE_HTML).into_response();
     let h = r.headers_mut();
     h.insert("x-frame-options", axum::http::HeaderValue::from_static("DENY"));
@@ -107,23 +104,16 @@ impl IntoResponse for AdminError {
         let message = self.to_string();
         match &self {
             AdminError::NotFound(_) => error(StatusCode::NOT_FOUND, &message, None),
-            AdminError::Conflict(_) => error(StatusCode::CONFLICT, &message, None),
+            AdminError::Exists(_) | AdminError::Enabled(_) | AdminError::ReadOnly => {
+                error(StatusCode::CONFLICT, &message, None)
+            }
             AdminError::Invalid { field, .. } => error(StatusCode::BAD_REQUEST, &message, Some(field)),
-            AdminError::Storage(_) => {
+            AdminError::Store(_) | AdminError::Interrupted(_) => {
                 tracing::error!(error = %message, "rule store failure");
                 error(StatusCode::SERVICE_UNAVAILABLE, &message, None)
             }
         }
     }
-}
-
-/// Whether `header` carries the admin token (constant-time comparison).
-pub fn token_ok(header: Option<&str>, token: &str) -> bool {
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-    else {
-        return false;
-    };
-    !token.is_empty() && bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
 async fn require_token(
@@ -199,15 +189,6 @@ fn answer(status: StatusCode, result: Result<RuleConfig, AdminError>) -> Respons
         Ok(rule) => (status, Json(rule)).into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-/// Runs a blocking store operation (fsync) off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
-) -> Result<T, AdminError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(AdminError::Storage(format!("the change was interrupted: {e}"))))
 }
 
 async fn list(State(s): State<AdminState>) -> Response {
@@ -303,5 +284,48 @@ async fn explain(
     match s.admin.explain(&url) {
         Ok(e) => Json(e).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn each_error_has_its_status_and_message() {
+        let answer = |e: AdminError| e.into_response().status();
+        assert_eq!(answer(AdminError::NotFound("a".into())), StatusCode::NOT_FOUND);
+        assert_eq!(answer(AdminError::Exists("a".into())), StatusCode::CONFLICT);
+        assert_eq!(answer(AdminError::Enabled("a".into())), StatusCode::CONFLICT);
+        assert_eq!(answer(StoreError::ReadOnly.into()), StatusCode::CONFLICT);
+        let invalid = AdminError::Invalid {
+            field: "issuer".into(),
+            message: "is required".into(),
+        };
+        assert_eq!(answer(invalid), StatusCode::BAD_REQUEST);
+        let io = StoreError::Io {
+            path: "/x".into(),
+            message: "disk full".into(),
+        };
+        assert_eq!(answer(io.into()), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            answer(AdminError::Interrupted("panic".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // The texts the console and clients have always seen.
+        assert_eq!(
+            AdminError::Exists("a".into()).to_string(),
+            "a rule named `a` already exists"
+        );
+        assert_eq!(
+            AdminError::Enabled("a".into()).to_string(),
+            "rule `a` is enabled: disable it before deleting it"
+        );
+        assert_eq!(AdminError::ReadOnly.to_string(), StoreError::ReadOnly.to_string());
+        assert_eq!(
+            AdminError::Interrupted("x".into()).to_string(),
+            "the change was interrupted: x"
+        );
     }
 }
