@@ -1,6 +1,6 @@
 //! The rules to start with: the store's, or, when the store is empty (or `inline`), the config
 //! file's own `rules`. Reads only: `validate` and `explain` never write; `serve` imports the
-//! config's rules into an empty store (see `rule_admin`).
+//! config's rules into an empty store (see `admin::core`).
 
 use crate::config::{Config, ConfigError, ConfigErrors, RuleConfig};
 use crate::rules::RuleSet;
