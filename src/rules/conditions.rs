@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
+/// Re-exported from `config`, where the schema lives, for callers that name it here.
+pub use crate::config::PathMatch;
 use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
-use serde::{Deserialize, Serialize};
 
 use super::domain::DomainPattern;
 use super::normalize::RequestPath;
@@ -18,19 +19,6 @@ use super::normalize::RequestPath;
 /// Compiled-program budget of one regex condition, so a hostile pattern fails to compile instead
 /// of exhausting memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
-
-/// How a condition's `path` is compared with the request path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PathMatch {
-    /// String equality.
-    Exact,
-    /// Plain string prefix, as Envoy's: `/public` matches `/publicity` too.
-    #[default]
-    Prefix,
-    /// Whole-path match by the linear-time `regex` engine.
-    Regex,
-}
 
 /// One condition as written in the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -487,6 +475,7 @@ impl PrefixTrie {
 mod tests {
     use super::*;
     use crate::rules::normalize::{normalize_host, RequestPath};
+    use serde::Deserialize;
 
     fn cond<'a>(domain: Option<&'a str>, path: Option<&'a str>, path_match: PathMatch) -> ConditionSpec<'a> {
         ConditionSpec {
