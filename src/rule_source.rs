@@ -13,7 +13,7 @@ use crate::rules::{RuleError, RuleSet};
 use crate::store;
 
 /// A rule's compile error as a configuration error of `file`. The one place this mapping lives.
-pub fn config_error(file: &str, error: RuleError) -> ConfigError {
+fn config_error(file: &str, error: RuleError) -> ConfigError {
     ConfigError {
         file: file.to_string(),
         rule: Some(error.rule),
@@ -68,7 +68,7 @@ fn finish_compiled(mut draft: Draft) -> Result<(Config, RuleSet), ConfigErrors> 
 }
 
 /// The rule configs to run with, and whether they came from the config file (an empty store).
-pub fn initial_configs(config: &Config) -> Result<(Vec<RuleConfig>, bool), ConfigErrors> {
+fn initial_configs(config: &Config) -> Result<(Vec<RuleConfig>, bool), ConfigErrors> {
     let fail = |file: String, message: String| {
         ConfigErrors(vec![ConfigError {
             file,

@@ -117,11 +117,6 @@ impl Rule {
             }
         }
     }
-
-    /// Whether a bearer token with this audience list is meant for this rule.
-    pub fn accepts_audience(&self, aud: &str) -> bool {
-        aud == self.client_id || self.audiences.iter().any(|a| a == aud)
-    }
 }
 
 /// Every rule, compiled, in order.
