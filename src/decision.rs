@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::config::{AuthorizationMode, DefaultAction};
+use crate::config::{AuthorizationMode, DefaultAction, PathMatch};
 use crate::rules::domain::DomainPattern;
 use crate::rules::normalize::{parse_host, RequestPath};
 use crate::rules::{Rule, RuleSet, CALLBACK_PATH};
@@ -150,9 +150,9 @@ fn describe_condition(rule: &Rule, index: usize) -> String {
             " (domain {}, path {} {})",
             c.domain.as_deref().unwrap_or("any"),
             match c.path_match {
-                crate::rules::conditions::PathMatch::Exact => "exact",
-                crate::rules::conditions::PathMatch::Prefix => "prefix",
-                crate::rules::conditions::PathMatch::Regex => "regex",
+                PathMatch::Exact => "exact",
+                PathMatch::Prefix => "prefix",
+                PathMatch::Regex => "regex",
             },
             c.path.as_deref().unwrap_or("any"),
         ),

@@ -4,8 +4,12 @@
 //! # Layout
 //! Data flows config → compiled rules → (request → decision) → Envoy response.
 //!
-//! - `config`: the YAML file, `${ENV}` substitution, errors with file, rule and field.
-//! - `rule_source`: where the running rules come from at start-up (file store or inline).
+//! - `config`: the schema and the YAML file, errors with file, rule and field; `config::env`
+//!   (`${ENV}` substitution) and `config::checks` (server, session and store checks). It
+//!   parses; it never compiles rules.
+//! - `rule_source`: where a configuration file and its rules meet (the file read whole, rule
+//!   errors mapped to config errors, once), and where the running rules come from at start-up
+//!   (file store or inline).
 //! - `rules`: compiled rules (`RuleSet`, swapped atomically); `rules::normalize` (host
 //!   validation, the canonical path, what makes a path ambiguous and every reading a backend may
 //!   make of it), `rules::domain` (domain patterns), `rules::conditions` (the indexed

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use oidc_authz::config::Config;
+use oidc_authz::rule_source;
 
 #[derive(Parser)]
 #[command(
@@ -41,12 +42,12 @@ enum Command {
 }
 
 fn load(path: &std::path::Path) -> Result<(Config, oidc_authz::rules::RuleSet), ExitCode> {
-    let config = Config::load(path).map_err(|errors| {
+    let (config, own_rules) = rule_source::load_config(path).map_err(|errors| {
         eprintln!("{errors}");
         eprintln!("{} error(s); configuration is invalid", errors.0.len());
         ExitCode::from(2)
     })?;
-    let rules = oidc_authz::rule_source::initial_rules(&config).map_err(|errors| {
+    let rules = rule_source::initial_rules_with(&config, own_rules).map_err(|errors| {
         eprintln!("{errors}");
         ExitCode::from(2)
     })?;
@@ -102,8 +103,10 @@ fn main() -> ExitCode {
         }
         Command::Serve { config } => {
             init_tracing();
-            let config = match Config::load(&config) {
-                Ok(c) => c,
+            // The file's own rules are compiled too, so an invalid one refuses to start even
+            // when the store holds other rules.
+            let config = match rule_source::load_config(&config) {
+                Ok((c, _)) => c,
                 Err(errors) => {
                     eprintln!("{errors}");
                     eprintln!("refusing to start: the configuration is invalid");

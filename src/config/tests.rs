@@ -20,8 +20,10 @@ fn config(rules: &[String]) -> String {
     format!("session:\n  secrets: [\"{SECRET}\"]\nrules:\n{}", rules.concat())
 }
 
+/// Parsed with the rules compiled, as `validate` reads a file: rule errors are reported too.
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    Config::parse(text, FILE, Path::new("/etc/oidc-authz"), &no_env)
+    crate::rule_source::parse_config(text, FILE, Path::new("/etc/oidc-authz"), &no_env)
+        .map(|(config, _)| config)
 }
 
 fn parse_ok(text: &str) -> Config {

@@ -117,11 +117,6 @@ impl Rule {
             }
         }
     }
-
-    /// Whether a bearer token with this audience list is meant for this rule.
-    pub fn accepts_audience(&self, aud: &str) -> bool {
-        aud == self.client_id || self.audiences.iter().any(|a| a == aud)
-    }
 }
 
 /// Every rule, compiled, in order.
@@ -229,120 +224,252 @@ fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
-fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
-    let mut errors = Vec::new();
-    let mut err = |field: &str, message: String| {
-        errors.push(RuleError {
-            rule: c.name.clone(),
+/// The problems of one rule, in the order they are found.
+struct Problems<'a> {
+    rule: &'a str,
+    found: Vec<RuleError>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(rule: &'a str) -> Problems<'a> {
+        Problems {
+            rule,
+            found: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, field: &str, message: String) {
+        self.found.push(RuleError {
+            rule: self.rule.to_string(),
             field: field.to_string(),
             message,
         });
-    };
-
-    if !is_valid_name(&c.name) {
-        err("name", format!("`{}` must match [a-z0-9-]{{1,63}}", c.name));
     }
 
-    let web_url = |field: &str, text: &str, err: &mut dyn FnMut(&str, String)| -> Option<Url> {
-        match Url::parse(text) {
-            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {
-                if u.host_str().is_none() {
-                    err(field, format!("`{text}` has no host"));
-                    return None;
-                }
-                if u.scheme() == "http" && !c.insecure_allow_http && !is_loopback_host(&u) {
-                    err(
-                        field,
-                        format!("`{text}` uses http:// on a non-loopback host; use https:// or set insecure_allow_http: true (development only)"),
-                    );
-                    return None;
-                }
-                Some(u)
-            }
-            Ok(_) => {
-                err(field, format!("`{text}` must be an http(s) URL"));
-                None
-            }
-            Err(e) => {
-                err(field, format!("`{text}` is not a URL: {e}"));
-                None
-            }
+    fn into_result(self) -> Result<(), Vec<RuleError>> {
+        if self.found.is_empty() {
+            Ok(())
+        } else {
+            Err(self.found)
         }
-    };
+    }
+}
 
-    let issuer_url = web_url("issuer", &c.issuer, &mut err);
-    if issuer_url
+/// Compiles one rule: each step checks some fields and reports into `problems`, in the order
+/// of the messages users see; the rule is built only when none was found.
+fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
+    let mut problems = Problems::new(&c.name);
+    if !is_valid_name(&c.name) {
+        problems.add("name", format!("`{}` must match [a-z0-9-]{{1,63}}", c.name));
+    }
+    let urls = check_urls(c, &mut problems);
+    let client_secret = check_client(c, &mut problems);
+    let cookie_domain = check_cookie_domain(c, &mut problems);
+    let scope = check_scope(c, &mut problems);
+    let conditions = compile_conditions(c, &mut problems);
+    let domains = compile_domains(c, &mut problems);
+    let redirect_host = urls.redirect_host();
+    check_cookie_covers_redirect(cookie_domain.as_deref(), &urls, &redirect_host, &mut problems);
+    let post_logout = check_post_logout(c, urls.redirect.as_ref(), &mut problems);
+    check_claim_lists(c, &mut problems);
+    let allowed = lower_allowed(&c.allowed, c.allow_unverified_email);
+    problems.into_result()?;
+
+    let incomplete = || {
+        vec![RuleError {
+            rule: c.name.clone(),
+            field: "(rule)".into(),
+            message: "incomplete rule".into(),
+        }]
+    };
+    let Some(urls) = urls.complete(post_logout, redirect_host) else {
+        return Err(incomplete());
+    };
+    let Some(client_secret) = client_secret else {
+        return Err(incomplete());
+    };
+    let Some(conditions) = conditions else {
+        return Err(incomplete());
+    };
+    Ok(Rule {
+        name: c.name.clone(),
+        enabled: c.enabled,
+        issuer: c.issuer.clone(),
+        provider_key: format!("{}\n{}", c.issuer, urls.discovery),
+        discovery_url: urls.discovery,
+        redirect_url: urls.redirect,
+        redirect_host: urls.redirect_host,
+        client_id: c.client_id.clone(),
+        client_secret,
+        cookie_domain,
+        scope,
+        mode: c.authorization.mode,
+        conditions,
+        domains,
+        upstream_token: c.upstream_token,
+        allowed,
+        audiences: c.audiences.clone(),
+        post_logout_redirect_url: urls.post_logout,
+        source: c.clone(),
+    })
+}
+
+/// The issuer, redirect and discovery URLs as checked: `None` where a check failed (and was
+/// reported), or, for discovery, where it derives from a failed issuer.
+struct UrlChecks {
+    issuer: Option<Url>,
+    redirect: Option<Url>,
+    discovery: Option<Url>,
+}
+
+/// Every URL of a rule, all valid.
+struct CheckedUrls {
+    discovery: Url,
+    redirect: Url,
+    /// Host of `redirect`, normalized like request hosts.
+    redirect_host: String,
+    post_logout: Url,
+}
+
+impl UrlChecks {
+    /// The redirect URL's host, normalized; empty when it is invalid.
+    fn redirect_host(&self) -> String {
+        self.redirect
+            .as_ref()
+            .and_then(Url::host_str)
+            .map(normalize_host)
+            .unwrap_or_default()
+    }
+
+    fn complete(self, post_logout: Option<Url>, redirect_host: String) -> Option<CheckedUrls> {
+        self.issuer.as_ref()?;
+        Some(CheckedUrls {
+            discovery: self.discovery?,
+            redirect: self.redirect?,
+            redirect_host,
+            post_logout: post_logout?,
+        })
+    }
+}
+
+/// An http(s) URL with a host; plain http only on loopback or with `insecure_allow_http`.
+fn web_url(field: &str, text: &str, insecure_allow_http: bool, problems: &mut Problems<'_>) -> Option<Url> {
+    match Url::parse(text) {
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {
+            if u.host_str().is_none() {
+                problems.add(field, format!("`{text}` has no host"));
+                return None;
+            }
+            if u.scheme() == "http" && !insecure_allow_http && !is_loopback_host(&u) {
+                problems.add(
+                    field,
+                    format!("`{text}` uses http:// on a non-loopback host; use https:// or set insecure_allow_http: true (development only)"),
+                );
+                return None;
+            }
+            Some(u)
+        }
+        Ok(_) => {
+            problems.add(field, format!("`{text}` must be an http(s) URL"));
+            None
+        }
+        Err(e) => {
+            problems.add(field, format!("`{text}` is not a URL: {e}"));
+            None
+        }
+    }
+}
+
+/// `issuer`, `redirect_url` (on the callback path) and `discovery_url` (or the issuer's).
+fn check_urls(c: &RuleConfig, problems: &mut Problems<'_>) -> UrlChecks {
+    let issuer = web_url("issuer", &c.issuer, c.insecure_allow_http, problems);
+    if issuer
         .as_ref()
         .is_some_and(|u| u.query().is_some() || u.fragment().is_some())
     {
-        err("issuer", "must not have a query or fragment".into());
+        problems.add("issuer", "must not have a query or fragment".into());
     }
-    let redirect_url = web_url("redirect_url", &c.redirect_url, &mut err);
-    if let Some(u) = &redirect_url {
+    let redirect = web_url("redirect_url", &c.redirect_url, c.insecure_allow_http, problems);
+    if let Some(u) = &redirect {
         if u.path() != CALLBACK_PATH {
-            err(
+            problems.add(
                 "redirect_url",
                 format!("path must be {CALLBACK_PATH}, not `{}`", u.path()),
             );
         }
         if u.query().is_some() || u.fragment().is_some() {
-            err("redirect_url", "must not have a query or fragment".into());
+            problems.add("redirect_url", "must not have a query or fragment".into());
         }
     }
-    let discovery_url = match &c.discovery_url {
+    let discovery = match &c.discovery_url {
         Some(text) => match Url::parse(text) {
             Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => Some(u),
             _ => {
-                err("discovery_url", format!("`{text}` is not an http(s) URL"));
+                problems.add("discovery_url", format!("`{text}` is not an http(s) URL"));
                 None
             }
         },
-        None => issuer_url.as_ref().and_then(|_| {
+        None => issuer.as_ref().and_then(|_| {
             let base = c.issuer.trim_end_matches('/');
             Url::parse(&format!("{base}/.well-known/openid-configuration")).ok()
         }),
     };
-
-    if c.client_id.trim().is_empty() {
-        err("client_id", "is required".into());
+    UrlChecks {
+        issuer,
+        redirect,
+        discovery,
     }
-    let secret = match (&c.client_secret, &c.client_secret_file) {
+}
+
+/// `client_id` and the secret; `None` when the secret is missing.
+fn check_client(c: &RuleConfig, problems: &mut Problems<'_>) -> Option<Secret> {
+    if c.client_id.trim().is_empty() {
+        problems.add("client_id", "is required".into());
+    }
+    match (&c.client_secret, &c.client_secret_file) {
         (Some(s), _) if !s.is_empty() => Some(Secret(s.clone())),
         (None, Some(_)) => None, // the loader resolves the file; an unresolved one was reported there
         _ => {
-            err("client_secret", "is required (or client_secret_file)".into());
+            problems.add("client_secret", "is required (or client_secret_file)".into());
             None
         }
-    };
+    }
+}
 
+/// `cookie_domain` as `.example.com`, or `None` for host-only cookies (or when invalid).
+fn check_cookie_domain(c: &RuleConfig, problems: &mut Problems<'_>) -> Option<String> {
     let cookie_domain = c.cookie_domain.trim();
-    let cookie_domain = if cookie_domain.is_empty() {
-        None
-    } else {
-        let bare = cookie_domain.trim_start_matches('.');
-        match DomainPattern::parse(bare) {
-            Ok(DomainPattern::Exact(_)) if bare.contains('.') => {
-                Some(format!(".{}", bare.to_ascii_lowercase()))
-            }
-            _ => {
-                err(
-                    "cookie_domain",
-                    format!("`{cookie_domain}` is not a domain like .example.com"),
-                );
-                None
-            }
+    if cookie_domain.is_empty() {
+        return None;
+    }
+    let bare = cookie_domain.trim_start_matches('.');
+    match DomainPattern::parse(bare) {
+        Ok(DomainPattern::Exact(_)) if bare.contains('.') => Some(format!(".{}", bare.to_ascii_lowercase())),
+        _ => {
+            problems.add(
+                "cookie_domain",
+                format!("`{cookie_domain}` is not a domain like .example.com"),
+            );
+            None
         }
-    };
+    }
+}
 
+/// The scopes, space-separated, `openid` first, each once.
+fn check_scope(c: &RuleConfig, problems: &mut Problems<'_>) -> String {
     let mut scopes: Vec<&str> = vec!["openid"];
     for s in c.scope.split([';', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
         if !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-            err("scope", format!("`{s}` is not a valid scope token"));
+            problems.add("scope", format!("`{s}` is not a valid scope token"));
         } else if !scopes.contains(&s) {
             scopes.push(s);
         }
     }
+    scopes.join(" ")
+}
 
+/// The authorization list, indexed; `None` when a condition is invalid.
+fn compile_conditions(c: &RuleConfig, problems: &mut Problems<'_>) -> Option<ConditionIndex> {
     let specs: Vec<ConditionSpec<'_>> = c
         .authorization
         .conditions
@@ -353,106 +480,72 @@ fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
             path_match: k.path_match,
         })
         .collect();
-    let conditions = match ConditionIndex::compile(&specs) {
+    match ConditionIndex::compile(&specs) {
         Ok(ix) => Some(ix),
         Err(list) => {
             for e in list {
-                err(
+                problems.add(
                     &format!("authorization.conditions[{}].{}", e.index, e.field),
                     e.message,
                 );
             }
             None
         }
-    };
+    }
+}
 
+/// The rule's `domains`, the valid ones.
+fn compile_domains(c: &RuleConfig, problems: &mut Problems<'_>) -> Vec<DomainPattern> {
     let mut domains = Vec::new();
     for (i, d) in c.domains.iter().enumerate() {
         match DomainPattern::parse(d) {
             Ok(p) => domains.push(p),
-            Err(m) => err(&format!("domains[{i}]"), m),
+            Err(m) => problems.add(&format!("domains[{i}]"), m),
         }
     }
+    domains
+}
 
-    let redirect_host = redirect_url
-        .as_ref()
-        .and_then(Url::host_str)
-        .map(normalize_host)
-        .unwrap_or_default();
-    if let (Some(d), Some(_)) = (&cookie_domain, &redirect_url) {
+/// The login cookie is set on the callback: its domain must cover the redirect URL's host.
+fn check_cookie_covers_redirect(
+    cookie_domain: Option<&str>,
+    urls: &UrlChecks,
+    redirect_host: &str,
+    problems: &mut Problems<'_>,
+) {
+    if let (Some(d), Some(_)) = (cookie_domain, &urls.redirect) {
         let bare = d.trim_start_matches('.');
-        if !(redirect_host == bare || redirect_host.ends_with(d.as_str())) {
-            err(
+        if !(redirect_host == bare || redirect_host.ends_with(d)) {
+            problems.add(
                 "cookie_domain",
                 format!("the redirect_url host `{redirect_host}` is not under `{d}`, so the login cookie would never reach the callback"),
             );
         }
     }
+}
 
-    let post_logout = match &c.post_logout_redirect_url {
-        Some(text) => web_url("post_logout_redirect_url", text, &mut err),
-        None => redirect_url.as_ref().and_then(|u| u.join("/").ok()),
-    };
+/// `post_logout_redirect_url`, or the root of the redirect URL's site.
+fn check_post_logout(c: &RuleConfig, redirect: Option<&Url>, problems: &mut Problems<'_>) -> Option<Url> {
+    match &c.post_logout_redirect_url {
+        Some(text) => web_url("post_logout_redirect_url", text, c.insecure_allow_http, problems),
+        None => redirect.and_then(|u| u.join("/").ok()),
+    }
+}
 
+/// `audiences` and `allowed.email_domains` entries.
+fn check_claim_lists(c: &RuleConfig, problems: &mut Problems<'_>) {
     for (i, a) in c.audiences.iter().enumerate() {
         if a.trim().is_empty() {
-            err(&format!("audiences[{i}]"), "must not be empty".into());
+            problems.add(&format!("audiences[{i}]"), "must not be empty".into());
         }
     }
     for (i, e) in c.allowed.email_domains.iter().enumerate() {
         if e.trim().is_empty() || e.contains('@') {
-            err(
+            problems.add(
                 &format!("allowed.email_domains[{i}]"),
                 format!("`{e}` is not a domain like example.com"),
             );
         }
-    }
-
-    let allowed = lower_allowed(&c.allowed, c.allow_unverified_email);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    match (
-        issuer_url,
-        discovery_url,
-        redirect_url,
-        secret,
-        conditions,
-        post_logout,
-    ) {
-        (
-            Some(_),
-            Some(discovery_url),
-            Some(redirect_url),
-            Some(client_secret),
-            Some(conditions),
-            Some(post_logout_redirect_url),
-        ) => Ok(Rule {
-            name: c.name.clone(),
-            enabled: c.enabled,
-            issuer: c.issuer.clone(),
-            discovery_url: discovery_url.clone(),
-            redirect_url,
-            redirect_host,
-            client_id: c.client_id.clone(),
-            client_secret,
-            cookie_domain,
-            scope: scopes.join(" "),
-            mode: c.authorization.mode,
-            conditions,
-            domains,
-            upstream_token: c.upstream_token,
-            allowed,
-            audiences: c.audiences.clone(),
-            post_logout_redirect_url,
-            provider_key: format!("{}\n{}", c.issuer, discovery_url),
-            source: c.clone(),
-        }),
-        _ => Err(vec![RuleError {
-            rule: c.name.clone(),
-            field: "(rule)".into(),
-            message: "incomplete rule".into(),
-        }]),
     }
 }
 

@@ -338,16 +338,6 @@ fn upstream_token_defaults_to_id_token() {
 }
 
 #[test]
-fn bearer_audience_is_the_client_id_or_a_listed_audience() {
-    let rule = single("audiences: [api://corp, mobile]");
-    assert!(rule.accepts_audience("gateway"));
-    assert!(rule.accepts_audience("api://corp"));
-    assert!(rule.accepts_audience("mobile"));
-    assert!(!rule.accepts_audience("someone-else"));
-    assert!(!rule.accepts_audience(""));
-}
-
-#[test]
 fn client_secret_never_prints() {
     let rule = single("client_secret: hunter2-very-secret");
     let shown = format!("{:?}", rule.client_secret);

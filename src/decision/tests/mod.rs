@@ -704,7 +704,9 @@ fn blacklist_path_with_non_ascii_or_space_cannot_be_bypassed_by_percent_encoding
             "session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules:\n{}",
             blacklist("corp", &[&format!("{{ path: \"{written}\", match: prefix }}")])
         );
-        match Config::parse(&text, "decision.yaml", Path::new("/etc"), &|_| None) {
+        match crate::rule_source::parse_config(&text, "decision.yaml", Path::new("/etc"), &|_| None)
+            .map(|(config, _)| config)
+        {
             Err(ConfigErrors(errors)) => assert!(
                 errors
                     .iter()

@@ -1,6 +1,14 @@
-//! The configuration file: its schema, `${ENV}` substitution, `client_secret_file`, and the
-//! checks that need no rule compilation. Every problem is reported with the file, the rule and
-//! the field, and all of them are collected before giving up, so one `validate` run shows them all.
+//! The configuration file: its schema and the one way in, `Config::load`/`Config::parse`.
+//! Every problem is reported with the file, the rule and the field, and all of them are collected
+//! before giving up, so one `validate` run shows them all.
+//!
+//! This module only parses: it knows nothing of compiled rules (`rules` depends on it, never the
+//! reverse). `rule_source` compiles a file's rules between `Draft::parse` and `Draft::finish`, so
+//! that rule errors are reported with the others. `env` does `${NAME}` substitution, `checks` the
+//! semantic checks of the top-level sections.
+
+mod checks;
+mod env;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,8 +17,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::rules::conditions::PathMatch;
 
 /// One configuration problem, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +234,19 @@ pub enum UpstreamToken {
     None,
 }
 
+/// How a condition's `path` is compared with the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathMatch {
+    /// String equality.
+    Exact,
+    /// Plain string prefix, as Envoy's: `/public` matches `/publicity` too.
+    #[default]
+    Prefix,
+    /// Whole-path match by the linear-time `regex` engine.
+    Regex,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionConfig {
@@ -338,9 +357,41 @@ pub const MIN_SECRET_LEN: usize = 32;
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 impl Config {
-    /// Reads, substitutes and checks a configuration file, then compiles its rules to make sure
-    /// they are valid. Never touches the network.
+    /// Reads, substitutes and checks a configuration file. Does not compile its rules (see
+    /// `rule_source::load_config`, which does). Never touches the network.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Draft::read(path)?.finish()
+    }
+
+    /// Parses configuration text. `file` names it in errors, `base` resolves relative paths and
+    /// `env` looks up `${VAR}`s. Does not compile the rules (see `rule_source::parse_config`).
+    pub fn parse(
+        text: &str,
+        file: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        Draft::parse(text, file, base, env).finish()
+    }
+}
+
+/// A file substituted and deserialized, with the problems found so far, before the checks of its
+/// top-level sections. Its rules are there even when other parts are broken, so that a caller
+/// can compile them (`rule_source`) and add their errors in between: one run, every problem, in
+/// the order of the file.
+#[derive(Debug)]
+pub struct Draft {
+    path: PathBuf,
+    file: String,
+    base: PathBuf,
+    top: Option<FileTop>,
+    rules: Vec<RuleConfig>,
+    errors: Vec<ConfigError>,
+}
+
+impl Draft {
+    /// Reads and parses a file. Fails only when it cannot be read.
+    pub fn read(path: &Path) -> Result<Draft, ConfigErrors> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
@@ -351,21 +402,21 @@ impl Config {
             }])
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let config = Self::parse(&text, &file, &base, &|name| std::env::var(name).ok())?;
-        let mut config = config;
-        config.path = path.to_path_buf();
-        Ok(config)
+        let mut draft = Self::parse(&text, &file, &base, &|name| std::env::var(name).ok());
+        draft.path = path.to_path_buf();
+        Ok(draft)
     }
 
-    /// Parses configuration text. `file` names it in errors, `base` resolves relative paths and
-    /// `env` looks up `${VAR}`s.
-    pub fn parse(
-        text: &str,
-        file: &str,
-        base: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigErrors> {
-        let mut errors = Vec::new();
+    /// Substitutes and deserializes configuration text, collecting every problem.
+    pub fn parse(text: &str, file: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Draft {
+        let mut draft = Draft {
+            path: PathBuf::from(file),
+            file: file.to_string(),
+            base: base.to_path_buf(),
+            top: None,
+            rules: Vec::new(),
+            errors: Vec::new(),
+        };
         let err = |rule: Option<String>, field: &str, message: String| ConfigError {
             file: file.to_string(),
             rule,
@@ -379,36 +430,34 @@ impl Config {
         let mut root: Value = match serde_saphyr::from_str_with_options(text, options) {
             Ok(v) => v,
             Err(e) => {
-                return Err(ConfigErrors(vec![err(
-                    None,
-                    "(yaml)",
-                    format!("not valid YAML: {e}"),
-                )]))
+                draft
+                    .errors
+                    .push(err(None, "(yaml)", format!("not valid YAML: {e}")));
+                return draft;
             }
         };
         if !root.is_object() {
-            return Err(ConfigErrors(vec![err(
-                None,
-                "(yaml)",
-                "the file must hold a mapping".into(),
-            )]));
+            draft
+                .errors
+                .push(err(None, "(yaml)", "the file must hold a mapping".into()));
+            return draft;
         }
         stringify_scalars(&mut root, "");
         let mut subst_errors = Vec::new();
-        substitute_env(&mut root, String::new(), env, &mut subst_errors);
+        env::substitute_env(&mut root, String::new(), env, &mut subst_errors);
         for (field, var) in subst_errors {
-            errors.push(err(
-                rule_of_path(&root, &field),
+            draft.errors.push(err(
+                env::rule_of_path(&root, &field),
                 &field,
                 format!("environment variable `{var}` is not set"),
             ));
         }
 
-        let top: Option<FileTop> = match serde_path_to_error::deserialize::<_, FileTop>(root.clone()) {
+        draft.top = match serde_path_to_error::deserialize::<_, FileTop>(root.clone()) {
             Ok(t) => Some(t),
             Err(e) => {
                 let field = e.path().to_string();
-                errors.push(err(None, &field, e.inner().to_string()));
+                draft.errors.push(err(None, &field, e.inner().to_string()));
                 None
             }
         };
@@ -417,48 +466,75 @@ impl Config {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items.clone(),
             Some(_) => {
-                errors.push(err(None, "rules", "must be a list of rules".into()));
+                draft
+                    .errors
+                    .push(err(None, "rules", "must be a list of rules".into()));
                 Vec::new()
             }
         };
-        let rules = parse_rules(&raw_rules, file, base, &mut errors);
+        draft.rules = parse_rules(&raw_rules, file, base, &mut draft.errors);
+        draft
+    }
 
-        // Rule semantics (URLs, patterns, regexes) are checked by compiling them, even when
-        // the rest of the file is broken, so that one run reports everything.
-        let default_action = top.as_ref().map(|t| t.default_action).unwrap_or_default();
-        if let Err(rule_errors) = crate::rules::RuleSet::compile(&rules, default_action) {
-            errors.extend(rule_errors.into_iter().map(|e| ConfigError {
-                file: file.to_string(),
-                rule: Some(e.rule),
-                field: e.field,
-                message: e.message,
-            }));
-        }
+    /// The name errors give the file.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The rules that deserialized, even when other parts of the file did not.
+    pub fn rules(&self) -> &[RuleConfig] {
+        &self.rules
+    }
+
+    /// `default_action`, or its default when the top level did not deserialize.
+    pub fn default_action(&self) -> DefaultAction {
+        self.top.as_ref().map(|t| t.default_action).unwrap_or_default()
+    }
+
+    /// Adds problems found outside this module (the rules' compile errors).
+    pub fn report(&mut self, errors: impl IntoIterator<Item = ConfigError>) {
+        self.errors.extend(errors);
+    }
+
+    /// Runs the checks of the top-level sections and returns the configuration, or every
+    /// problem found since `parse`.
+    pub fn finish(self) -> Result<Config, ConfigErrors> {
+        let Draft {
+            path,
+            file,
+            base,
+            top,
+            rules,
+            mut errors,
+        } = self;
         let Some(top) = top else {
             return Err(ConfigErrors(errors));
         };
-        check_server(&top.server, file, &mut errors);
-        check_session(&top.session, file, &mut errors);
-        let rules_store = match parse_rules_store(top.rules_store.as_deref(), base) {
+        checks::check_server(&top.server, &file, &mut errors);
+        checks::check_session(&top.session, &file, &mut errors);
+        let rules_store = match checks::parse_rules_store(top.rules_store.as_deref(), &base) {
             Ok(s) => s,
-            Err(m) => {
-                errors.push(err(None, "rules_store", m));
+            Err(message) => {
+                errors.push(ConfigError {
+                    file: file.clone(),
+                    rule: None,
+                    field: "rules_store".into(),
+                    message,
+                });
                 RulesStore::Inline
             }
         };
-        let config = Config {
-            path: PathBuf::from(file),
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Config {
+            path,
             server: top.server,
             session: top.session,
             rules_store,
             default_action: top.default_action,
             rules,
-        };
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(errors))
-        }
+        })
     }
 }
 
@@ -517,111 +593,6 @@ fn resolve_secret_file(rule: &mut RuleConfig, base: &Path) -> Result<(), String>
     Ok(())
 }
 
-fn check_server(server: &ServerConfig, file: &str, errors: &mut Vec<ConfigError>) {
-    if let Some(token) = &server.admin_token {
-        // The token guards every rule and its secret: it must not be guessable. (Its value is
-        // never printed, only its length.)
-        let chars = token.chars().count();
-        if chars < MIN_ADMIN_TOKEN_LEN {
-            errors.push(ConfigError {
-                file: file.into(),
-                rule: None,
-                field: "server.admin_token".into(),
-                message: format!(
-                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters (has {chars}); leave it out to disable the admin API"
-                ),
-            });
-        }
-    }
-    for (field, value) in [
-        ("server.grpc_listen", &server.grpc_listen),
-        ("server.http_listen", &server.http_listen),
-        ("server.admin_listen", &server.admin_listen),
-    ] {
-        if value.parse::<SocketAddr>().is_err() {
-            errors.push(ConfigError {
-                file: file.into(),
-                rule: None,
-                field: field.into(),
-                message: format!("`{value}` is not an address like 0.0.0.0:9001"),
-            });
-        }
-    }
-}
-
-fn check_session(session: &SessionConfig, file: &str, errors: &mut Vec<ConfigError>) {
-    let mut push = |field: String, message: String| {
-        errors.push(ConfigError {
-            file: file.into(),
-            rule: None,
-            field,
-            message,
-        })
-    };
-    if session.secrets.is_empty() {
-        push("session.secrets".into(), "at least one secret is required".into());
-    }
-    for (i, s) in session.secrets.iter().enumerate() {
-        if s.len() < MIN_SECRET_LEN {
-            push(
-                format!("session.secrets[{i}]"),
-                format!("must be at least {MIN_SECRET_LEN} bytes (has {})", s.len()),
-            );
-        }
-    }
-    if session.store == SessionStoreKind::Redis && session.redis_url.is_none() {
-        push("session.redis_url".into(), "required with store: redis".into());
-    }
-    let name_ok = !session.cookie_name.is_empty()
-        && session.cookie_name.len() <= 64
-        && session
-            .cookie_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !name_ok {
-        push(
-            "session.cookie_name".into(),
-            "must be 1-64 characters of [A-Za-z0-9_-]".into(),
-        );
-    }
-    if session.same_site == SameSite::None && !session.secure {
-        push(
-            "session.same_site".into(),
-            "`none` requires secure: true (browsers refuse it otherwise)".into(),
-        );
-    }
-    if session.max_lifetime.is_zero() {
-        push(
-            "session.max_lifetime".into(),
-            "must be a positive duration like 30s, 15m or 24h".into(),
-        );
-    }
-}
-
-fn parse_rules_store(text: Option<&str>, base: &Path) -> Result<RulesStore, String> {
-    match text {
-        None => Ok(RulesStore::File(base.join("rules.yaml"))),
-        Some("inline") => Ok(RulesStore::Inline),
-        Some(t) if t.starts_with("file:") => {
-            let p = &t["file:".len()..];
-            if p.is_empty() {
-                return Err("file: needs a path, e.g. file:rules.yaml".into());
-            }
-            Ok(RulesStore::File(base.join(p)))
-        }
-        Some(t) if t.starts_with("redis://") || t.starts_with("rediss://") => Ok(RulesStore::Redis(t.into())),
-        Some(t) => Err(format!("`{t}` is not file:PATH, redis://… or inline")),
-    }
-}
-
-/// The rule label for an error path like `rules[2].issuer`, for messages.
-fn rule_of_path(root: &Value, field: &str) -> Option<String> {
-    let rest = field.strip_prefix("rules[")?;
-    let idx: usize = rest.split(']').next()?.parse().ok()?;
-    let name = root.get("rules")?.get(idx)?.get("name")?.as_str()?;
-    Some(name.to_string())
-}
-
 /// The schema has no numeric fields and only these boolean ones, so a number anywhere, or a
 /// boolean elsewhere, was meant as text (`client_id: 1234567890`): keep it as a string.
 fn stringify_scalars(value: &mut Value, key: &str) {
@@ -638,64 +609,6 @@ fn stringify_scalars(value: &mut Value, key: &str) {
         Value::Object(map) => map.iter_mut().for_each(|(k, v)| stringify_scalars(v, k)),
         _ => {}
     }
-}
-
-/// Replaces `${NAME}` in every string value. Unset variables are reported with their path.
-fn substitute_env(
-    value: &mut Value,
-    path: String,
-    env: &dyn Fn(&str) -> Option<String>,
-    errors: &mut Vec<(String, String)>,
-) {
-    match value {
-        Value::String(s) if s.contains("${") => match substitute_str(s, env) {
-            Ok(new) => *s = new,
-            Err(var) => errors.push((path, var)),
-        },
-        Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                substitute_env(item, format!("{path}[{i}]"), env, errors);
-            }
-        }
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                substitute_env(v, p, env, errors);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn substitute_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid {
-            out.push_str("${");
-            rest = after;
-            continue;
-        }
-        match env(name) {
-            Some(v) => out.push_str(&v),
-            None => return Err(name.to_string()),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]
