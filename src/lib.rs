@@ -44,21 +44,23 @@
 //! `oidc::token::TokenError`, `oidc::fetch::FetchError`, `server::ServeError`. Request paths
 //! never panic: bad input becomes a 4xx `Reply`.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod admin_api;
 pub mod app;
 pub mod authorize;
 pub mod check;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod decision;
-pub mod http_listener;
+pub(crate) mod http_listener;
 pub mod identity;
-pub mod login;
-pub mod metrics;
-pub mod oidc;
-pub mod redirect_guard;
-pub mod reply;
+pub(crate) mod login;
+pub(crate) mod metrics;
+pub(crate) mod oidc;
+pub(crate) mod redirect_guard;
+pub(crate) mod reply;
 pub mod rule_source;
 pub mod rules;
 pub mod server;
