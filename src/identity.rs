@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::oidc::claims::{Claims, GroupsClaim};
 use crate::rules::Allowed;
 
 /// The identity headers' source. Built only from a verified token.
@@ -38,35 +39,22 @@ impl Identity {
     /// holding `,` (the groups header is comma-joined: it would read as several groups), and an
     /// email whose `email_verified` claim is `false` unless `allow_unverified_email` (the rule's
     /// setting) says it counts anyway.
-    pub fn from_claims(
-        claims: &serde_json::Map<String, Value>,
-        allow_unverified_email: bool,
-    ) -> Option<Identity> {
-        let text = |k: &str| {
-            claims
-                .get(k)
-                .and_then(Value::as_str)
-                .filter(|s| header_safe(s))
-                .map(str::to_string)
-        };
+    pub fn from_claims(claims: &Claims, allow_unverified_email: bool) -> Option<Identity> {
+        let text = |k: &str| claims.text(k).filter(|s| header_safe(s)).map(str::to_string);
         let sub = text("sub")?;
         let group_ok = |s: &&str| header_safe(s) && !s.contains(',');
-        let groups = match claims.get("groups") {
-            Some(Value::Array(items)) => items
+        let groups = match claims.groups() {
+            GroupsClaim::Many(items) => items
                 .iter()
                 .filter_map(Value::as_str)
                 .filter(group_ok)
                 .take(MAX_GROUPS)
                 .map(str::to_string)
                 .collect(),
-            Some(Value::String(s)) => Some(s.as_str())
-                .filter(group_ok)
-                .map(str::to_string)
-                .into_iter()
-                .collect(),
-            _ => Vec::new(),
+            GroupsClaim::One(s) => Some(s).filter(group_ok).map(str::to_string).into_iter().collect(),
+            GroupsClaim::None => Vec::new(),
         };
-        let verified = email_verified(claims);
+        let verified = claims.email_verified();
         let email = text("email").filter(|_| verified || allow_unverified_email);
         Some(Identity {
             sub,
@@ -83,16 +71,6 @@ impl Identity {
         self.email
             .as_deref()
             .filter(|_| !self.email_unverified || allow_unverified_email)
-    }
-}
-
-/// Whether the claims' email is verified: only an `email_verified` of `false` (or the string
-/// `"false"`, which some providers send) says it is not; a missing claim counts as verified.
-fn email_verified(claims: &serde_json::Map<String, Value>) -> bool {
-    match claims.get("email_verified") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => !s.trim().eq_ignore_ascii_case("false"),
-        _ => true,
     }
 }
 
@@ -188,13 +166,17 @@ mod tests {
     #[test]
     fn claims_with_control_characters_are_dropped() {
         let c = json!({"sub": "u1", "email": "a@b\r\nx-evil: 1", "groups": ["a", "b\n", 3, "c,d"]});
-        let i = Identity::from_claims(c.as_object().unwrap(), false).unwrap();
+        let i = Identity::from_claims(&Claims::from(c.as_object().cloned().unwrap()), false).unwrap();
         assert_eq!(i.email, None);
         assert_eq!(i.groups, vec!["a".to_string()]);
     }
 
     fn from(claims: serde_json::Value, allow_unverified_email: bool) -> Identity {
-        Identity::from_claims(claims.as_object().unwrap(), allow_unverified_email).unwrap()
+        Identity::from_claims(
+            &Claims::from(claims.as_object().cloned().unwrap()),
+            allow_unverified_email,
+        )
+        .unwrap()
     }
 
     #[test]

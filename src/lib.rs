@@ -20,7 +20,8 @@
 //! - `identity`: the identity taken from verified claims, and the `allowed` checks.
 //! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`),
 //!   and the bounded set of revoked session ids (`session::revocations`).
-//! - `oidc`: the identity providers: `oidc::fetch` (the HTTP client, bounded bodies),
+//! - `oidc`: the identity providers: `oidc::claims` (a token's claims, typed accessors),
+//!   `oidc::fetch` (the HTTP client, bounded bodies),
 //!   `oidc::discovery`, `oidc::keys` (the JWKS cache), `oidc::token` (validation),
 //!   `oidc::exchange` (code exchange) and `oidc::provider` (live providers, one per issuer).
 //! - `login`: the authorization-code flow (begin, complete), shared by `Check` and HTTP.

@@ -1,7 +1,8 @@
-//! Talking to OpenID Providers: discovery (`discovery`), signing keys (`keys`), ID and access
+//! Talking to OpenID Providers: the claims of a token (`claims`), discovery (`discovery`), signing keys (`keys`), ID and access
 //! token validation (`token`), the authorization-code exchange (`exchange`), and `provider`,
 //! which keeps one live view of each IdP that rules share.
 
+pub mod claims;
 pub mod discovery;
 pub mod exchange;
 pub mod fetch;

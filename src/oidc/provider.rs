@@ -9,9 +9,9 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::Algorithm;
 use moka::future::Cache;
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::claims::Claims;
 use super::discovery::{self, Metadata};
 use super::keys::{KeyCache, KeyError};
 use super::token::{self, Expect, TokenError};
@@ -36,7 +36,7 @@ pub struct Provider {
     keys: KeyCache,
     last_error: RwLock<Option<String>>,
     /// sha256(token) → claims, until the token expires.
-    verified: Cache<[u8; 32], Arc<Map<String, Value>>>,
+    verified: Cache<[u8; 32], Arc<Claims>>,
 }
 
 impl Provider {
@@ -127,7 +127,7 @@ impl Provider {
         token: &str,
         expected: &Expectation<'_>,
         now: u64,
-    ) -> Result<Arc<Map<String, Value>>, TokenError> {
+    ) -> Result<Arc<Claims>, TokenError> {
         let Some(d) = self.discovered() else {
             return Err(TokenError::KeysUnavailable);
         };

@@ -11,6 +11,7 @@
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
+use super::claims::Claims;
 use super::keys::VerifyKey;
 
 /// Allowed clock skew, in seconds.
@@ -177,7 +178,7 @@ pub fn verify(
     header: &TokenHeader,
     key: &VerifyKey,
     expect: &Expect<'_>,
-) -> Result<Map<String, Value>, TokenError> {
+) -> Result<Claims, TokenError> {
     if key.alg.is_some_and(|a| a != header.alg) {
         return Err(TokenError::Algorithm(alg_name(header.alg).into()));
     }
@@ -188,54 +189,43 @@ pub fn verify(
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data =
-        jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm
-                | jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
-                    TokenError::Algorithm(alg_name(header.alg).into())
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
-                | jsonwebtoken::errors::ErrorKind::InvalidRsaKey(_)
-                | jsonwebtoken::errors::ErrorKind::InvalidKeyFormat => TokenError::Signature,
-                _ => TokenError::Malformed,
-            }
-        })?;
+    let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
+        jsonwebtoken::errors::ErrorKind::InvalidAlgorithm
+        | jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
+            TokenError::Algorithm(alg_name(header.alg).into())
+        }
+        jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
+        | jsonwebtoken::errors::ErrorKind::InvalidRsaKey(_)
+        | jsonwebtoken::errors::ErrorKind::InvalidKeyFormat => TokenError::Signature,
+        _ => TokenError::Malformed,
+    })?;
     let claims = data.claims;
     check_claims(&claims, expect)?;
     Ok(claims)
 }
 
 /// The claim checks, apart from the signature.
-pub fn check_claims(claims: &Map<String, Value>, expect: &Expect<'_>) -> Result<(), TokenError> {
+pub fn check_claims(claims: &Claims, expect: &Expect<'_>) -> Result<(), TokenError> {
     // A logout token (OIDC Back-Channel Logout 1.0 §2.4) carries `events`; it never signs in.
-    if claims.contains_key("events") {
+    if claims.has_events() {
         return Err(TokenError::LogoutToken);
     }
-    match claims.get("iss").and_then(Value::as_str) {
+    match claims.issuer() {
         Some(iss) if iss == expect.issuer => {}
         Some(_) => return Err(TokenError::Issuer),
         None => return Err(TokenError::MissingClaim("iss")),
     }
-    if claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
+    if claims.subject().is_none_or(str::is_empty) {
         return Err(TokenError::MissingClaim("sub"));
     }
 
-    let audiences: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-        _ => return Err(TokenError::MissingClaim("aud")),
-    };
+    let audiences = claims.audiences().ok_or(TokenError::MissingClaim("aud"))?;
     let accepted = |a: &str| a == expect.client_id || expect.extra_audiences.iter().any(|x| x == a);
     if !audiences.iter().any(|a| accepted(a)) {
         return Err(TokenError::Audience);
     }
-    let azp = claims.get("azp").and_then(Value::as_str);
+    let azp = claims.authorized_party();
     if audiences.len() > 1 || azp.is_some() {
         match azp {
             Some(p) if accepted(p) => {}
@@ -244,26 +234,22 @@ pub fn check_claims(claims: &Map<String, Value>, expect: &Expect<'_>) -> Result<
         }
     }
 
-    let number = |k: &str| claims.get(k).and_then(Value::as_f64).map(|f| f.max(0.0) as u64);
-    let exp = number("exp").ok_or(TokenError::MissingClaim("exp"))?;
+    let exp = claims.expires_at().ok_or(TokenError::MissingClaim("exp"))?;
     if expect.now >= exp.saturating_add(SKEW_SECS) {
         return Err(TokenError::Expired);
     }
-    if let Some(nbf) = number("nbf") {
+    if let Some(nbf) = claims.not_before() {
         if nbf > expect.now.saturating_add(SKEW_SECS) {
             return Err(TokenError::NotYetValid);
         }
     }
-    if let Some(iat) = number("iat") {
+    if let Some(iat) = claims.issued_at() {
         if iat > expect.now.saturating_add(SKEW_SECS) {
             return Err(TokenError::IssuedInFuture);
         }
     }
     if let Some(nonce) = expect.nonce {
-        let found = claims
-            .get("nonce")
-            .and_then(Value::as_str)
-            .ok_or(TokenError::Nonce)?;
+        let found = claims.nonce().ok_or(TokenError::Nonce)?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(found.as_bytes(), nonce.as_bytes())) {
             return Err(TokenError::Nonce);
         }
@@ -272,12 +258,8 @@ pub fn check_claims(claims: &Map<String, Value>, expect: &Expect<'_>) -> Result<
 }
 
 /// The `exp` of verified claims.
-pub fn expiry(claims: &Map<String, Value>) -> u64 {
-    claims
-        .get("exp")
-        .and_then(Value::as_f64)
-        .map(|f| f.max(0.0) as u64)
-        .unwrap_or(0)
+pub fn expiry(claims: &Claims) -> u64 {
+    claims.expires_at().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -295,8 +277,8 @@ mod tests {
         }
     }
 
-    fn claims(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap()
+    fn claims(v: Value) -> Claims {
+        Claims::from(v.as_object().cloned().unwrap())
     }
 
     #[test]
@@ -416,8 +398,10 @@ mod tests {
         assert_eq!(check_claims(&c, &expect(now)), Err(TokenError::LogoutToken));
         let mut at_callback = expect(now);
         at_callback.nonce = Some("n");
-        let mut c = c;
-        c.insert("nonce".into(), json!("n"));
+        let c = claims(json!({
+            "iss": "https://idp", "sub": "u", "aud": "gw", "exp": now + 10, "nonce": "n",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}
+        }));
         assert_eq!(check_claims(&c, &at_callback), Err(TokenError::LogoutToken));
     }
 }

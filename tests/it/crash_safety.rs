@@ -62,33 +62,8 @@ async fn sigkill_during_writes_never_loses_or_corrupts_an_acknowledged_change() 
     let mut total_acked = 0usize;
 
     for round in 0..KILLS {
-        let (grpc, http, admin) = (free_port(), free_port(), free_port());
-        let config = dir.join("config.yaml");
-        let text = format!(
-            "server:\n  grpc_listen: 127.0.0.1:{grpc}\n  http_listen: 127.0.0.1:{http}\n  admin_listen: 127.0.0.1:{admin}\n  admin_token: crash-token-0123456789\n\
-             session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules_store: file:rules.yaml\n\
-             rules:\n  - name: corp\n    issuer: http://127.0.0.1:1\n    redirect_url: http://127.0.0.1:{http}/oauth2/callback\n    client_id: c\n    client_secret: s\n"
-        );
-        std::fs::File::create(&config)
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("OIDC_AUTHZ_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (mut child, admin) = start_server(&dir, round);
         let base = format!("http://127.0.0.1:{admin}/api/v1/rules/corp/conditions");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: the admin listener never came up"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
 
         // Writes stream in; each acknowledged one is counted.
         let acked = Arc::new(AtomicUsize::new(0));
@@ -128,4 +103,48 @@ async fn sigkill_during_writes_never_loses_or_corrupts_an_acknowledged_change() 
         total_acked >= KILLS,
         "writes were really in flight ({total_acked} acknowledged)"
     );
+}
+
+/// Starts `oidc-authz serve` on free ports with a `file:` store in `dir`; returns it and its
+/// admin port once the admin listener accepts connections. A port picked free may be taken by
+/// a parallel test before the server binds it: the server then exits, and it is started again
+/// on other ports (at most 5 times).
+fn start_server(dir: &std::path::Path, round: usize) -> (std::process::Child, u16) {
+    for attempt in 1..=5 {
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
+        let config = dir.join("config.yaml");
+        let text = format!(
+            "server:\n  grpc_listen: 127.0.0.1:{grpc}\n  http_listen: 127.0.0.1:{http}\n  admin_listen: 127.0.0.1:{admin}\n  admin_token: crash-token-0123456789\n\
+             session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules_store: file:rules.yaml\n\
+             rules:\n  - name: corp\n    issuer: http://127.0.0.1:1\n    redirect_url: http://127.0.0.1:{http}/oauth2/callback\n    client_id: c\n    client_secret: s\n"
+        );
+        std::fs::File::create(&config)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("OIDC_AUTHZ_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok() {
+                return (child, admin);
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                eprintln!("round {round}: the server exited at start-up (attempt {attempt})");
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("round {round}: the admin listener never came up");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    panic!("round {round}: the server exited at start-up 5 times");
 }
