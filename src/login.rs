@@ -419,3 +419,84 @@ fn describe_fetch(e: &FetchError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, DefaultAction};
+    use crate::rules::RuleSet;
+
+    fn rule() -> std::sync::Arc<Rule> {
+        let text = format!(
+            "session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules:\n{}",
+            crate::test_yaml::rule("corp", "")
+        );
+        let config = Config::parse(&text, "login.yaml", Path::new("/etc"), &|_| None).expect("parses");
+        let set = RuleSet::compile(&config.rules, DefaultAction::Allow).expect("rules compile");
+        set.all()[0].clone()
+    }
+
+    fn cookies(reply: &Reply) -> Vec<&str> {
+        reply
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn each_failure_has_its_status_and_clears_the_login_cookie_only_once_it_is_known() {
+        let rule = rule();
+        let url = || "https://app.example.com/x".to_string();
+        let cases = [
+            (LoginFailure::MissingState, 400, false),
+            (LoginFailure::UnknownState, 400, false),
+            (LoginFailure::MissingCode, 400, false),
+            (
+                LoginFailure::Refused {
+                    error: "access_denied".into(),
+                    description: "no".into(),
+                    return_url: url(),
+                },
+                403,
+                true,
+            ),
+            (
+                LoginFailure::ProviderUnavailable {
+                    message: "down",
+                    return_url: url(),
+                },
+                503,
+                false,
+            ),
+            (
+                LoginFailure::ExchangeFailed {
+                    status: Some(500),
+                    reason: "token endpoint answered HTTP 500".into(),
+                    return_url: url(),
+                },
+                502,
+                true,
+            ),
+            (LoginFailure::NoIdToken, 403, true),
+            (
+                LoginFailure::TokenRejected {
+                    error: TokenError::KeysUnavailable,
+                    return_url: url(),
+                },
+                403,
+                true,
+            ),
+            (LoginFailure::NoSubject, 403, true),
+        ];
+        for (failure, status, clears) in cases {
+            let reply = failure.reply(&rule, vec!["login=; Max-Age=0".into()]);
+            assert_eq!(reply.status, status, "{failure:?}");
+            let expected: Vec<&str> = if clears { vec!["login=; Max-Age=0"] } else { vec![] };
+            assert_eq!(cookies(&reply), expected, "{failure:?}");
+        }
+    }
+}

@@ -237,3 +237,6 @@ pub async fn userinfo(app: &App, request: &EndpointRequest<'_>) -> Reply {
         None => Reply::unauthorized(&rule_name, None),
     }
 }
+
+#[cfg(test)]
+mod tests;
