@@ -1,5 +1,6 @@
 //! The HTTP edge: `/oauth2/*` (callback, start, sign-out, userinfo), `/healthz`, `/readyz` and
-//! `/metrics`. The login flow itself lives in `login`; this file only maps HTTP in and out.
+//! `/metrics`. The login flow itself lives in `login`, sign-out and userinfo in
+//! `session_endpoints`; this file only maps HTTP in and out.
 
 use std::sync::Arc;
 
@@ -10,15 +11,13 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
-use url::Url;
 
 use crate::app::{now, App};
 use crate::metrics::Outcome;
 use crate::redirect_guard::checked_target;
 use crate::reply::{Reply, SIGN_OUT_PATH};
-use crate::rules::normalize::{normalize_host, parse_host};
-use crate::rules::Rule;
-use crate::session::cookies;
+use crate::rules::normalize::parse_host;
+use crate::session_endpoints::{self, no_rule, request_base, EndpointRequest};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -118,30 +117,6 @@ fn request_host(headers: &HeaderMap) -> String {
     parse_host(header(headers, "host").unwrap_or("")).unwrap_or_default()
 }
 
-/// The URL this request came to (scheme from the redirect URL on its host, else
-/// `x-forwarded-proto`), for resolving relative `rd` values.
-fn request_base(rule: &Rule, headers: &HeaderMap) -> Option<Url> {
-    let authority = header(headers, "host")?;
-    let scheme = if normalize_host(authority) == rule.redirect_host {
-        rule.redirect_url.scheme()
-    } else {
-        match header(headers, "x-forwarded-proto") {
-            Some(p) if p.eq_ignore_ascii_case("http") => "http",
-            _ => "https",
-        }
-    };
-    Url::parse(&format!("{scheme}://{authority}/")).ok()
-}
-
-fn no_rule() -> Response {
-    to_response(Reply::page(
-        404,
-        "Not found",
-        "No authentication rule serves this host.",
-        None,
-    ))
-}
-
 fn query_param(query: &Option<String>, name: &str) -> Option<String> {
     let q = query.as_deref()?;
     url::form_urlencoded::parse(q.as_bytes())
@@ -153,7 +128,7 @@ fn query_param(query: &Option<String>, name: &str) -> Option<String> {
 async fn callback(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let rules = app.rules.load();
     let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
-        return no_rule();
+        return to_response(no_rule());
     };
     let reply = crate::login::complete(
         &app,
@@ -170,9 +145,13 @@ async fn callback(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(quer
 async fn start(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let rules = app.rules.load();
     let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
-        return no_rule();
+        return to_response(no_rule());
     };
-    let Some(base) = request_base(rule, &headers) else {
+    let Some(base) = request_base(
+        rule,
+        header(&headers, "host"),
+        header(&headers, "x-forwarded-proto"),
+    ) else {
         return to_response(Reply::page(
             400,
             "Bad request",
@@ -194,177 +173,32 @@ async fn start(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query):
     to_response(reply)
 }
 
-/// Whether a browser marked this request as coming from another site (a logout CSRF: an
-/// `<img>`, a link or a form on someone else's page). `Sec-Fetch-Site` decides when present:
-/// `same-origin`, `same-site` and `none` (typed, bookmarked) proceed, anything else is
-/// cross-site. Without it (older browsers, plain http), an `Origin` header counts as same
-/// site only when it is `http(s)` with the request's own host, or a host under the rule's
-/// `cookie_domain`, and the request's scheme where that is known (`x-forwarded-proto`, or the
-/// redirect URL's on its host); `Origin: null` and anything unreadable are cross-site.
-/// Neither header (a non-browser client, or a browser that sends neither): proceed.
-fn is_cross_site(rule: &Rule, headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        let site = site.to_str().unwrap_or("").trim().to_ascii_lowercase();
-        return !matches!(site.as_str(), "same-origin" | "same-site" | "none");
-    }
-    match headers.get("origin") {
-        None => false,
-        Some(origin) => !origin
-            .to_str()
-            .is_ok_and(|o| same_site_origin(rule, headers, o.trim())),
-    }
-}
-
-fn same_site_origin(rule: &Rule, headers: &HeaderMap, origin: &str) -> bool {
-    let Ok(origin) = Url::parse(origin) else {
-        return false; // includes `null`
-    };
-    // `Url` lowercases the host and leaves the port out of it.
-    let Some(origin_host) = origin.host_str().map(|h| h.strip_suffix('.').unwrap_or(h)) else {
-        return false;
-    };
-    let host = request_host(headers);
-    let scheme_ok = match request_scheme(rule, headers, &host) {
-        Some(scheme) => origin.scheme() == scheme,
-        None => matches!(origin.scheme(), "http" | "https"),
-    };
-    let under_cookie_domain = rule.cookie_domain.as_deref().is_some_and(|d| {
-        let d = d.trim_start_matches('.').to_ascii_lowercase();
-        !d.is_empty()
-            && (origin_host == d
-                || origin_host
-                    .strip_suffix(d.as_str())
-                    .is_some_and(|p| p.ends_with('.')))
-    });
-    scheme_ok && !host.is_empty() && (origin_host == host || under_cookie_domain)
-}
-
-/// The scheme the client used, when we know it.
-fn request_scheme(rule: &Rule, headers: &HeaderMap, host: &str) -> Option<&'static str> {
-    match header(headers, "x-forwarded-proto").map(|p| p.trim().to_ascii_lowercase()) {
-        Some(p) if p == "http" => Some("http"),
-        Some(p) if p == "https" => Some("https"),
-        _ if host == rule.redirect_host => match rule.redirect_url.scheme() {
-            "http" => Some("http"),
-            _ => Some("https"),
-        },
-        _ => None,
-    }
-}
-
-/// The same-origin sign-out a confirmation page's button POSTs, keeping `rd`.
-fn sign_out_action(query: &Option<String>) -> String {
-    match query_param(query, "rd") {
-        Some(rd) => format!(
-            "{SIGN_OUT_PATH}?rd={}",
-            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
-        ),
-        None => SIGN_OUT_PATH.to_string(),
+/// The facts the session endpoints read: headers as sent, `rd`, and the time.
+fn endpoint_request<'a>(headers: &'a HeaderMap, cookie: &'a str, rd: Option<&'a str>) -> EndpointRequest<'a> {
+    // A header that is present but unreadable counts as cross-site, as `Some("")`.
+    let raw = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+    EndpointRequest {
+        authority: header(headers, "host"),
+        cookie_header: cookie,
+        sec_fetch_site: raw("sec-fetch-site"),
+        origin: raw("origin"),
+        forwarded_proto: header(headers, "x-forwarded-proto"),
+        rd,
+        now: now(),
     }
 }
 
 async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let rules = app.rules.load();
-    let Some(rule) = rules.endpoint_rule(&request_host(&headers)) else {
-        return no_rule();
-    };
-    if is_cross_site(rule, &headers) {
-        // Changes nothing: the user confirms with a same-site POST.
-        tracing::info!(rule = %rule.name, "cross-site sign-out: asking the user to confirm");
-        return to_response(Reply::sign_out_confirm(&sign_out_action(&query)));
-    }
     let cookie = cookie_header(&headers);
-    let now = now();
-    // A session already revoked is no session: its ID token is not handed out as a hint.
-    let session = app.read_session(&cookie, now).await;
-    if let Some(s) = &session {
-        // A saved copy of the cookie must not outlive the sign-out.
-        app.revoke(s).await;
-    }
-    let present: Vec<&str> = cookies::pairs(&cookie).map(|(n, _)| n).collect();
-    let mut clear = app
-        .sessions
-        .clear_session(rule.cookie_domain.as_deref(), present.iter().copied());
-    if rule.cookie_domain.is_some() {
-        // A host-only cookie of the same name would otherwise survive.
-        clear.extend(app.sessions.clear_session(None, present.iter().copied()));
-    }
-
-    let end_session = app
-        .providers
-        .get(&rule.provider_key)
-        .and_then(|p| p.discovered())
-        .and_then(|d| d.metadata.end_session_endpoint.clone())
-        .and_then(|e| Url::parse(&e).ok());
-    let location = match end_session {
-        Some(mut url) => {
-            {
-                let mut q = url.query_pairs_mut();
-                if let Some(s) = &session {
-                    q.append_pair("id_token_hint", &s.id_token);
-                }
-                q.append_pair("client_id", &rule.client_id);
-                q.append_pair("post_logout_redirect_uri", rule.post_logout_redirect_url.as_str());
-            }
-            url
-        }
-        None => {
-            let base = request_base(rule, &headers);
-            match (query_param(&query, "rd"), base) {
-                (Some(rd), Some(base)) => match checked_target(rule, &base, &rd) {
-                    Some(t) => t,
-                    None => {
-                        let mut r = Reply::page(
-                            400,
-                            "Bad redirect",
-                            "The address to return to is not allowed.",
-                            None,
-                        );
-                        r.add_cookies(clear);
-                        return to_response(r);
-                    }
-                },
-                _ => rule.post_logout_redirect_url.clone(),
-            }
-        }
-    };
-    tracing::info!(rule = %rule.name, revoked = session.is_some(), "signed out");
-    to_response(Reply::redirect(location.as_str(), clear))
+    let rd = query_param(&query, "rd");
+    let request = endpoint_request(&headers, &cookie, rd.as_deref());
+    to_response(session_endpoints::sign_out(&app, &request).await)
 }
 
 async fn userinfo(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let rules = app.rules.load();
     let cookie = cookie_header(&headers);
-    let host = request_host(&headers);
-    let now = now();
-    let session = app.read_session(&cookie, now).await.filter(|s| s.is_live(now));
-    let rule_name = rules
-        .endpoint_rule(&host)
-        .map(|r| r.name.clone())
-        .unwrap_or_default();
-    match session {
-        Some(s) => {
-            let rule = rules.enabled().find(|r| s.is_for(&r.issuer, &r.client_id));
-            // Only an email that counts for the session's rule is shown.
-            let email = s
-                .identity
-                .email_for(rule.is_some_and(|r| r.allowed.allow_unverified_email));
-            let rule = rule.map(|r| r.name.clone());
-            to_response(Reply::json(
-                200,
-                json!({
-                    "sub": s.identity.sub,
-                    "email": email,
-                    "preferred_username": s.identity.preferred_username,
-                    "groups": s.identity.groups,
-                    "rule": rule,
-                    "issuer": s.iss,
-                    "expires_at": s.expires_at,
-                }),
-            ))
-        }
-        None => to_response(Reply::unauthorized(&rule_name, None)),
-    }
+    let request = endpoint_request(&headers, &cookie, None);
+    to_response(session_endpoints::userinfo(&app, &request).await)
 }
 
 async fn backchannel_logout() -> Response {

@@ -30,6 +30,7 @@
 //! - `reply`: protocol-free responses (redirects, JSON errors, HTML pages), and
 //!   `escape_for_log` for request values in logs.
 //! - `check`: the Envoy edge (`CheckRequest` → facts, `Verdict` → `CheckResponse`).
+//! - `session_endpoints`: sign-out and userinfo, protocol-free: request facts in, `Reply` out.
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
 //! - `app`: shared state; `clock`: Unix seconds; `metrics`: counters; `server`: listeners and
 //!   graceful shutdown.
@@ -66,6 +67,7 @@ pub mod rule_source;
 pub mod rules;
 pub mod server;
 pub mod session;
+pub mod session_endpoints;
 pub mod store;
 #[cfg(test)]
 mod test_yaml;

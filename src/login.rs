@@ -12,9 +12,9 @@ use url::Url;
 use crate::app::App;
 use crate::identity::Identity;
 use crate::metrics::Outcome;
-use crate::oidc::exchange::{exchange_code, CodeExchange};
+use crate::oidc::exchange::{exchange_code, CodeExchange, Tokens};
 use crate::oidc::fetch::FetchError;
-use crate::oidc::provider::Expectation;
+use crate::oidc::provider::{Expectation, Provider};
 use crate::oidc::token::{self, TokenError};
 use crate::reply::{escape_for_log, Reply};
 use crate::rules::Rule;
@@ -125,13 +125,123 @@ impl CallbackParams {
     }
 }
 
+/// Why a callback did not complete a login. Each step of `complete` fails with one of these,
+/// and `reply` is the one place a failure becomes a page, a status, cookies and a log line.
+/// Nothing here holds a secret: a failed exchange keeps only its status and `describe_fetch`.
+#[derive(Debug)]
+enum LoginFailure {
+    /// The callback has no `state`.
+    MissingState,
+    /// No login cookie for the `state`, or one that does not open, match, belong to this rule,
+    /// or has expired.
+    UnknownState,
+    /// The IdP answered `error` (and perhaps `error_description`) instead of a code.
+    Refused {
+        error: String,
+        description: String,
+        return_url: String,
+    },
+    /// Neither an error nor a code.
+    MissingCode,
+    /// The provider is not configured, not discovered, or its keys cannot be fetched.
+    ProviderUnavailable {
+        message: &'static str,
+        return_url: String,
+    },
+    /// The token endpoint did not answer with tokens.
+    ExchangeFailed {
+        status: Option<u16>,
+        reason: String,
+        return_url: String,
+    },
+    /// The token response has no ID token.
+    NoIdToken,
+    /// The ID token did not validate.
+    TokenRejected { error: TokenError, return_url: String },
+    /// The ID token's claims give no identity.
+    NoSubject,
+}
+
+impl LoginFailure {
+    /// The answer to a failed callback at `rule`. `clear_login` deletes the login's cookie
+    /// (empty before the login is known); the failures that answer with it attach it.
+    fn reply(&self, rule: &Rule, clear_login: Vec<String>) -> Reply {
+        let (mut reply, clear) = match self {
+            LoginFailure::MissingState => (
+                bad_state("The sign-in response has no state. Please sign in again."),
+                false,
+            ),
+            LoginFailure::UnknownState => (
+                bad_state(
+                    "This sign-in link has expired or was already used, or cookies are blocked. Please sign in again.",
+                ),
+                false,
+            ),
+            LoginFailure::Refused { error, description, return_url } => {
+                // Both come from the callback's query: logged escaped (no forged lines).
+                tracing::info!(
+                    rule = %rule.name,
+                    error = %escape_for_log(error),
+                    error_description = %escape_for_log(description),
+                    "identity provider refused the login"
+                );
+                let page = Reply::page(
+                    403,
+                    "Sign-in was refused",
+                    &format!("The identity provider answered `{error}`. {description}"),
+                    Some((return_url, "Try again")),
+                );
+                (page, true)
+            }
+            LoginFailure::MissingCode => (
+                bad_state("The sign-in response has no code. Please sign in again."),
+                false,
+            ),
+            LoginFailure::ProviderUnavailable { message, return_url } => {
+                (Reply::unavailable_page(message, return_url), false)
+            }
+            LoginFailure::ExchangeFailed { status, reason, return_url } => {
+                tracing::warn!(rule = %rule.name, ?status, error = %escape_for_log(reason), "code exchange failed");
+                let page = Reply::page(
+                    502,
+                    "Sign-in failed",
+                    "The identity provider's token endpoint could not complete the sign-in. Please try again.",
+                    Some((return_url, "Try again")),
+                );
+                (page, true)
+            }
+            LoginFailure::NoIdToken => (
+                Reply::page(403, "Sign-in failed", "The identity provider returned no ID token.", None),
+                true,
+            ),
+            LoginFailure::TokenRejected { error, return_url } => {
+                tracing::warn!(rule = %rule.name, reason = %escape_for_log(error), "ID token rejected at callback");
+                let page = Reply::page(
+                    403,
+                    "Sign-in failed",
+                    &format!("The ID token was rejected: {error}."),
+                    Some((return_url, "Try again")),
+                );
+                (page, true)
+            }
+            LoginFailure::NoSubject => (
+                Reply::page(403, "Sign-in failed", "The ID token has no usable subject.", None),
+                true,
+            ),
+        };
+        if clear {
+            reply.add_cookies(clear_login);
+        }
+        reply
+    }
+}
+
 /// A "sign in again" page for a broken or replayed login.
-fn bad_state(rule: &Rule, why: &str) -> Reply {
+fn bad_state(why: &str) -> Reply {
     let again = format!(
         "/oauth2/start?rd={}",
         url::form_urlencoded::byte_serialize(b"/").collect::<String>()
     );
-    let _ = rule;
     Reply::page(
         400,
         "Sign-in could not be completed",
@@ -143,53 +253,119 @@ fn bad_state(rule: &Rule, why: &str) -> Reply {
 /// Completes a login at `rule`'s redirect URL.
 pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, now: u64) -> Reply {
     let params = CallbackParams::parse(query);
-    let attrs = login_attrs(app, rule);
-
-    // Find and check the login this callback belongs to.
-    let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
-        return bad_state(rule, "The sign-in response has no state. Please sign in again.");
+    let (login, cookie_name) = match find_login(app, rule, &params, cookie_header, now) {
+        Ok(found) => found,
+        Err(failure) => return failure.reply(rule, Vec::new()),
     };
+    let clear_login = vec![login_attrs(app, rule).delete(&cookie_name)];
+    match sign_in(app, rule, &params, &login, now).await {
+        Ok(session) => start_session(app, rule, &login, session, cookie_header, clear_login, now),
+        Err(failure) => failure.reply(rule, clear_login),
+    }
+}
+
+/// The login this callback belongs to, and its cookie's name: the `state` must name a login
+/// cookie that opens, carries the same state, is for `rule` and has not expired.
+fn find_login(
+    app: &App,
+    rule: &Rule,
+    params: &CallbackParams,
+    cookie_header: &str,
+    now: u64,
+) -> Result<(LoginState, String), LoginFailure> {
+    let state = params
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or(LoginFailure::MissingState)?;
     let cookie_name = app.sessions.login_cookie_name(state);
     let login = cookies::get(cookie_header, &cookie_name)
         .and_then(|v| app.sessions.open_login(v))
         .filter(|l| bool::from(l.state.as_bytes().ct_eq(state.as_bytes())))
-        .filter(|l| l.rule == rule.name && now < l.created_at.saturating_add(LOGIN_TTL_SECS));
-    let Some(login) = login else {
-        return bad_state(
-            rule,
-            "This sign-in link has expired or was already used, or cookies are blocked. Please sign in again.",
-        );
-    };
-    let clear_login = vec![attrs.delete(&cookie_name)];
+        .filter(|l| l.rule == rule.name && now < l.created_at.saturating_add(LOGIN_TTL_SECS))
+        .ok_or(LoginFailure::UnknownState)?;
+    Ok((login, cookie_name))
+}
 
-    if let Some(error) = &params.error {
-        let detail = params.error_description.as_deref().unwrap_or("");
-        // Both come from the callback's query: logged escaped (no forged lines).
-        tracing::info!(
-            rule = %rule.name,
-            error = %escape_for_log(error),
-            error_description = %escape_for_log(detail),
-            "identity provider refused the login"
-        );
-        let mut r = Reply::page(
-            403,
-            "Sign-in was refused",
-            &format!("The identity provider answered `{error}`. {detail}"),
-            Some((&login.url, "Try again")),
-        );
-        r.add_cookies(clear_login);
-        return r;
+/// Reads the IdP's answer, exchanges the code and validates the ID token: the new session.
+async fn sign_in(
+    app: &App,
+    rule: &Rule,
+    params: &CallbackParams,
+    login: &LoginState,
+    now: u64,
+) -> Result<Session, LoginFailure> {
+    let code = code_of(params, login)?;
+    let provider = app
+        .providers
+        .get(&rule.provider_key)
+        .ok_or_else(|| unavailable("the identity provider is not configured yet", login))?;
+    let tokens = exchange(&provider, rule, code, login).await?;
+    let id_token = tokens.id_token.clone().ok_or(LoginFailure::NoIdToken)?;
+    let claims = provider
+        .verify(
+            &id_token,
+            &Expectation::id_token(&rule.client_id, &login.nonce),
+            now,
+        )
+        .await
+        .map_err(|error| match error {
+            TokenError::KeysUnavailable => {
+                unavailable("the identity provider's keys cannot be fetched right now", login)
+            }
+            error => LoginFailure::TokenRejected {
+                error,
+                return_url: login.url.clone(),
+            },
+        })?;
+    let identity =
+        Identity::from_claims(&claims, rule.allowed.allow_unverified_email).ok_or(LoginFailure::NoSubject)?;
+    Ok(Session {
+        id: new_session_id(),
+        iss: rule.issuer.clone(),
+        client_id: rule.client_id.clone(),
+        identity,
+        id_token,
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        created_at: now,
+        expires_at: token::expiry(&claims),
+    })
+}
+
+fn unavailable(message: &'static str, login: &LoginState) -> LoginFailure {
+    LoginFailure::ProviderUnavailable {
+        message,
+        return_url: login.url.clone(),
     }
-    let Some(code) = params.code.as_deref().filter(|c| !c.is_empty()) else {
-        return bad_state(rule, "The sign-in response has no code. Please sign in again.");
-    };
+}
 
-    let Some(provider) = app.providers.get(&rule.provider_key) else {
-        return Reply::unavailable_page("the identity provider is not configured yet", &login.url);
-    };
-    let Some(discovered) = provider.discovered() else {
-        return Reply::unavailable_page("the identity provider cannot be reached right now", &login.url);
-    };
+/// The code, unless the IdP answered with an error.
+fn code_of<'a>(params: &'a CallbackParams, login: &LoginState) -> Result<&'a str, LoginFailure> {
+    if let Some(error) = &params.error {
+        return Err(LoginFailure::Refused {
+            error: error.clone(),
+            description: params.error_description.clone().unwrap_or_default(),
+            return_url: login.url.clone(),
+        });
+    }
+    params
+        .code
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or(LoginFailure::MissingCode)
+}
+
+/// Exchanges `code` at the provider's token endpoint (with the login's PKCE verifier).
+async fn exchange(
+    provider: &Provider,
+    rule: &Rule,
+    code: &str,
+    login: &LoginState,
+) -> Result<Tokens, LoginFailure> {
+    let discovered = provider
+        .discovered()
+        .ok_or_else(|| unavailable("the identity provider cannot be reached right now", login))?;
     let exchange = CodeExchange {
         code,
         redirect_uri: rule.redirect_url.as_str(),
@@ -197,77 +373,28 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
         client_id: &rule.client_id,
         client_secret: rule.client_secret.expose(),
     };
-    let tokens = match exchange_code(provider.http(), &discovered.metadata, &exchange).await {
-        Ok(t) => t,
-        Err(e) => {
-            let status = match &e {
+    exchange_code(provider.http(), &discovered.metadata, &exchange)
+        .await
+        .map_err(|e| LoginFailure::ExchangeFailed {
+            status: match &e {
                 FetchError::Status { status, .. } => Some(*status),
                 _ => None,
-            };
-            tracing::warn!(rule = %rule.name, ?status, error = %escape_for_log(describe_fetch(&e)), "code exchange failed");
-            let mut r = Reply::page(
-                502,
-                "Sign-in failed",
-                "The identity provider's token endpoint could not complete the sign-in. Please try again.",
-                Some((&login.url, "Try again")),
-            );
-            r.add_cookies(clear_login);
-            return r;
-        }
-    };
-    let Some(id_token) = tokens.id_token.as_deref() else {
-        let mut r = Reply::page(
-            403,
-            "Sign-in failed",
-            "The identity provider returned no ID token.",
-            None,
-        );
-        r.add_cookies(clear_login);
-        return r;
-    };
-    let claims = match provider
-        .verify(
-            id_token,
-            &Expectation::id_token(&rule.client_id, &login.nonce),
-            now,
-        )
-        .await
-    {
-        Ok(c) => c,
-        Err(TokenError::KeysUnavailable) => {
-            return Reply::unavailable_page(
-                "the identity provider's keys cannot be fetched right now",
-                &login.url,
-            );
-        }
-        Err(e) => {
-            tracing::warn!(rule = %rule.name, reason = %escape_for_log(&e), "ID token rejected at callback");
-            let mut r = Reply::page(
-                403,
-                "Sign-in failed",
-                &format!("The ID token was rejected: {e}."),
-                Some((&login.url, "Try again")),
-            );
-            r.add_cookies(clear_login);
-            return r;
-        }
-    };
-    let Some(identity) = Identity::from_claims(&claims, rule.allowed.allow_unverified_email) else {
-        let mut r = Reply::page(403, "Sign-in failed", "The ID token has no usable subject.", None);
-        r.add_cookies(clear_login);
-        return r;
-    };
-    let session = Session {
-        id: new_session_id(),
-        iss: rule.issuer.clone(),
-        client_id: rule.client_id.clone(),
-        identity,
-        id_token: id_token.to_string(),
-        access_token: tokens.access_token.clone(),
-        refresh_token: tokens.refresh_token.clone(),
-        created_at: now,
-        expires_at: token::expiry(&claims),
-    };
+            },
+            reason: describe_fetch(&e),
+            return_url: login.url.clone(),
+        })
+}
+
+/// Seals the session into cookies, drops the login cookie and sends the browser back.
+fn start_session(
+    app: &App,
+    rule: &Rule,
+    login: &LoginState,
+    session: Session,
+    cookie_header: &str,
+    clear_login: Vec<String>,
+    now: u64,
+) -> Reply {
     let present: Vec<&str> = cookies::pairs(cookie_header).map(|(n, _)| n).collect();
     let mut set =
         app.sessions
@@ -290,5 +417,86 @@ fn describe_fetch(e: &FetchError) -> String {
             format!("{url} answered something that is not a token response")
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, DefaultAction};
+    use crate::rules::RuleSet;
+
+    fn rule() -> std::sync::Arc<Rule> {
+        let text = format!(
+            "session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\nrules:\n{}",
+            crate::test_yaml::rule("corp", "")
+        );
+        let config = Config::parse(&text, "login.yaml", Path::new("/etc"), &|_| None).expect("parses");
+        let set = RuleSet::compile(&config.rules, DefaultAction::Allow).expect("rules compile");
+        set.all()[0].clone()
+    }
+
+    fn cookies(reply: &Reply) -> Vec<&str> {
+        reply
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn each_failure_has_its_status_and_clears_the_login_cookie_only_once_it_is_known() {
+        let rule = rule();
+        let url = || "https://app.example.com/x".to_string();
+        let cases = [
+            (LoginFailure::MissingState, 400, false),
+            (LoginFailure::UnknownState, 400, false),
+            (LoginFailure::MissingCode, 400, false),
+            (
+                LoginFailure::Refused {
+                    error: "access_denied".into(),
+                    description: "no".into(),
+                    return_url: url(),
+                },
+                403,
+                true,
+            ),
+            (
+                LoginFailure::ProviderUnavailable {
+                    message: "down",
+                    return_url: url(),
+                },
+                503,
+                false,
+            ),
+            (
+                LoginFailure::ExchangeFailed {
+                    status: Some(500),
+                    reason: "token endpoint answered HTTP 500".into(),
+                    return_url: url(),
+                },
+                502,
+                true,
+            ),
+            (LoginFailure::NoIdToken, 403, true),
+            (
+                LoginFailure::TokenRejected {
+                    error: TokenError::KeysUnavailable,
+                    return_url: url(),
+                },
+                403,
+                true,
+            ),
+            (LoginFailure::NoSubject, 403, true),
+        ];
+        for (failure, status, clears) in cases {
+            let reply = failure.reply(&rule, vec!["login=; Max-Age=0".into()]);
+            assert_eq!(reply.status, status, "{failure:?}");
+            let expected: Vec<&str> = if clears { vec!["login=; Max-Age=0"] } else { vec![] };
+            assert_eq!(cookies(&reply), expected, "{failure:?}");
+        }
     }
 }

@@ -1,0 +1,242 @@
+//! The session work behind `/oauth2/sign_out` and `/oauth2/userinfo`, protocol-free: plain
+//! facts about a request in (`EndpointRequest`), a `Reply` out. Which session, its revocation,
+//! which cookies to clear, whether a sign-out came from another site, where to send the browser
+//! afterwards, and the userinfo body are decided here, so `http_listener` only reads headers.
+
+use serde_json::json;
+use url::Url;
+
+use crate::app::App;
+use crate::redirect_guard::checked_target;
+use crate::reply::{Reply, SIGN_OUT_PATH};
+use crate::rules::normalize::{normalize_host, parse_host};
+use crate::rules::Rule;
+use crate::session::cookies;
+
+/// What the session endpoints read from a request, as sent; `None` is a header that is absent
+/// (or, for `authority` and `forwarded_proto`, unreadable).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndpointRequest<'a> {
+    /// The `host` header.
+    pub authority: Option<&'a str>,
+    /// All `cookie` headers joined.
+    pub cookie_header: &'a str,
+    /// `Sec-Fetch-Site`; an unreadable value is `Some("")` (cross-site).
+    pub sec_fetch_site: Option<&'a str>,
+    /// `Origin`; an unreadable value is `Some("")` (cross-site).
+    pub origin: Option<&'a str>,
+    /// `x-forwarded-proto`.
+    pub forwarded_proto: Option<&'a str>,
+    /// The `rd` query parameter.
+    pub rd: Option<&'a str>,
+    /// Unix seconds.
+    pub now: u64,
+}
+
+impl EndpointRequest<'_> {
+    /// The request's host; the HTTP edge has already refused one that does not parse.
+    fn host(&self) -> String {
+        parse_host(self.authority.unwrap_or("")).unwrap_or_default()
+    }
+}
+
+/// The answer when no rule serves the request's host.
+pub fn no_rule() -> Reply {
+    Reply::page(404, "Not found", "No authentication rule serves this host.", None)
+}
+
+/// The URL a request came to (scheme from the redirect URL on its host, else
+/// `x-forwarded-proto`), for resolving relative `rd` values.
+pub fn request_base(rule: &Rule, authority: Option<&str>, forwarded_proto: Option<&str>) -> Option<Url> {
+    let authority = authority?;
+    let scheme = if normalize_host(authority) == rule.redirect_host {
+        rule.redirect_url.scheme()
+    } else {
+        match forwarded_proto {
+            Some(p) if p.eq_ignore_ascii_case("http") => "http",
+            _ => "https",
+        }
+    };
+    Url::parse(&format!("{scheme}://{authority}/")).ok()
+}
+
+/// Whether a browser marked this request as coming from another site (a logout CSRF: an
+/// `<img>`, a link or a form on someone else's page). `Sec-Fetch-Site` decides when present:
+/// `same-origin`, `same-site` and `none` (typed, bookmarked) proceed, anything else is
+/// cross-site. Without it (older browsers, plain http), an `Origin` header counts as same
+/// site only when it is `http(s)` with the request's own host, or a host under the rule's
+/// `cookie_domain`, and the request's scheme where that is known (`x-forwarded-proto`, or the
+/// redirect URL's on its host); `Origin: null` and anything unreadable are cross-site.
+/// Neither header (a non-browser client, or a browser that sends neither): proceed.
+pub fn is_cross_site(rule: &Rule, request: &EndpointRequest<'_>) -> bool {
+    if let Some(site) = request.sec_fetch_site {
+        let site = site.trim().to_ascii_lowercase();
+        return !matches!(site.as_str(), "same-origin" | "same-site" | "none");
+    }
+    match request.origin {
+        None => false,
+        Some(origin) => !same_site_origin(rule, request, origin.trim()),
+    }
+}
+
+fn same_site_origin(rule: &Rule, request: &EndpointRequest<'_>, origin: &str) -> bool {
+    let Ok(origin) = Url::parse(origin) else {
+        return false; // includes `null`
+    };
+    // `Url` lowercases the host and leaves the port out of it.
+    let Some(origin_host) = origin.host_str().map(|h| h.strip_suffix('.').unwrap_or(h)) else {
+        return false;
+    };
+    let host = request.host();
+    let scheme_ok = match request_scheme(rule, request.forwarded_proto, &host) {
+        Some(scheme) => origin.scheme() == scheme,
+        None => matches!(origin.scheme(), "http" | "https"),
+    };
+    let under_cookie_domain = rule.cookie_domain.as_deref().is_some_and(|d| {
+        let d = d.trim_start_matches('.').to_ascii_lowercase();
+        !d.is_empty()
+            && (origin_host == d
+                || origin_host
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|p| p.ends_with('.')))
+    });
+    scheme_ok && !host.is_empty() && (origin_host == host || under_cookie_domain)
+}
+
+/// The scheme the client used, when we know it.
+fn request_scheme(rule: &Rule, forwarded_proto: Option<&str>, host: &str) -> Option<&'static str> {
+    match forwarded_proto.map(|p| p.trim().to_ascii_lowercase()) {
+        Some(p) if p == "http" => Some("http"),
+        Some(p) if p == "https" => Some("https"),
+        _ if host == rule.redirect_host => match rule.redirect_url.scheme() {
+            "http" => Some("http"),
+            _ => Some("https"),
+        },
+        _ => None,
+    }
+}
+
+/// The same-origin sign-out a confirmation page's button POSTs, keeping `rd`.
+fn sign_out_action(rd: Option<&str>) -> String {
+    match rd {
+        Some(rd) => format!(
+            "{SIGN_OUT_PATH}?rd={}",
+            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+        ),
+        None => SIGN_OUT_PATH.to_string(),
+    }
+}
+
+/// Signs out at the rule serving the request's host: a cross-site request only gets a
+/// confirmation page; otherwise the session is revoked, its cookies cleared (host-only ones
+/// too under a `cookie_domain`), and the browser sent to the IdP's end-session endpoint, or to
+/// a checked `rd`, or to the rule's post-logout URL.
+pub async fn sign_out(app: &App, request: &EndpointRequest<'_>) -> Reply {
+    let rules = app.rules.load();
+    let Some(rule) = rules.endpoint_rule(&request.host()) else {
+        return no_rule();
+    };
+    if is_cross_site(rule, request) {
+        // Changes nothing: the user confirms with a same-site POST.
+        tracing::info!(rule = %rule.name, "cross-site sign-out: asking the user to confirm");
+        return Reply::sign_out_confirm(&sign_out_action(request.rd));
+    }
+    let cookie = request.cookie_header;
+    // A session already revoked is no session: its ID token is not handed out as a hint.
+    let session = app.read_session(cookie, request.now).await;
+    if let Some(s) = &session {
+        // A saved copy of the cookie must not outlive the sign-out.
+        app.revoke(s).await;
+    }
+    let present: Vec<&str> = cookies::pairs(cookie).map(|(n, _)| n).collect();
+    let mut clear = app
+        .sessions
+        .clear_session(rule.cookie_domain.as_deref(), present.iter().copied());
+    if rule.cookie_domain.is_some() {
+        // A host-only cookie of the same name would otherwise survive.
+        clear.extend(app.sessions.clear_session(None, present.iter().copied()));
+    }
+
+    let end_session = app
+        .providers
+        .get(&rule.provider_key)
+        .and_then(|p| p.discovered())
+        .and_then(|d| d.metadata.end_session_endpoint.clone())
+        .and_then(|e| Url::parse(&e).ok());
+    let location = match end_session {
+        Some(mut url) => {
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(s) = &session {
+                    q.append_pair("id_token_hint", &s.id_token);
+                }
+                q.append_pair("client_id", &rule.client_id);
+                q.append_pair("post_logout_redirect_uri", rule.post_logout_redirect_url.as_str());
+            }
+            url
+        }
+        None => {
+            let base = request_base(rule, request.authority, request.forwarded_proto);
+            match (request.rd, base) {
+                (Some(rd), Some(base)) => match checked_target(rule, &base, rd) {
+                    Some(t) => t,
+                    None => {
+                        let mut r = Reply::page(
+                            400,
+                            "Bad redirect",
+                            "The address to return to is not allowed.",
+                            None,
+                        );
+                        r.add_cookies(clear);
+                        return r;
+                    }
+                },
+                _ => rule.post_logout_redirect_url.clone(),
+            }
+        }
+    };
+    tracing::info!(rule = %rule.name, revoked = session.is_some(), "signed out");
+    Reply::redirect(location.as_str(), clear)
+}
+
+/// The live session's identity as JSON (the email only where it counts for the session's
+/// rule), or a 401 naming the rule that serves the request's host.
+pub async fn userinfo(app: &App, request: &EndpointRequest<'_>) -> Reply {
+    let rules = app.rules.load();
+    let host = request.host();
+    let now = request.now;
+    let session = app
+        .read_session(request.cookie_header, now)
+        .await
+        .filter(|s| s.is_live(now));
+    let rule_name = rules
+        .endpoint_rule(&host)
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
+    match session {
+        Some(s) => {
+            let rule = rules.enabled().find(|r| s.is_for(&r.issuer, &r.client_id));
+            // Only an email that counts for the session's rule is shown.
+            let email = s
+                .identity
+                .email_for(rule.is_some_and(|r| r.allowed.allow_unverified_email));
+            let rule = rule.map(|r| r.name.clone());
+            Reply::json(
+                200,
+                json!({
+                    "sub": s.identity.sub,
+                    "email": email,
+                    "preferred_username": s.identity.preferred_username,
+                    "groups": s.identity.groups,
+                    "rule": rule,
+                    "issuer": s.iss,
+                    "expires_at": s.expires_at,
+                }),
+            )
+        }
+        None => Reply::unauthorized(&rule_name, None),
+    }
+}
+
+#[cfg(test)]
+mod tests;
