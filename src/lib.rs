@@ -67,7 +67,7 @@ pub mod rule_source;
 pub mod rules;
 pub mod server;
 pub mod session;
-pub mod session_endpoints;
+pub(crate) mod session_endpoints;
 pub mod store;
 #[cfg(test)]
 mod test_yaml;
