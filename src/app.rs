@@ -1,5 +1,5 @@
-//! The state every listener shares: the live rules, the providers, the session codec, the
-//! revoked session ids and the counters. Built once by `server` (or by a test) and passed
+//! The state every listener shares: the live rules, the providers, the session codec (login
+//! cookies), the session store and the counters. Built once by `server` (or by a test) and passed
 //! around in an `Arc`.
 
 use std::sync::Arc;
@@ -11,25 +11,30 @@ use crate::oidc::fetch;
 use crate::oidc::provider::Providers;
 use crate::rules::{RuleSet, RuleSetHandle};
 use crate::session::revocations::Revocations;
-use crate::session::{Session, SessionCodec};
+use crate::session::store::{CookieStore, SessionStore};
+use crate::session::SessionCodec;
 
 pub struct App {
     pub rules: RuleSetHandle,
     pub providers: Providers,
-    pub sessions: SessionCodec,
-    /// Session ids revoked by sign-out (bounded, in memory).
-    pub revocations: Revocations,
+    /// Seals login states and names the session cookie; sessions themselves go through
+    /// `session_store`.
+    pub sessions: Arc<SessionCodec>,
+    /// Where sessions are loaded, saved, cleared and revoked.
+    pub session_store: SessionStore,
     pub metrics: Metrics,
 }
 
 impl App {
     /// Builds the state and starts discovery for every enabled rule's provider.
     pub fn start(config: &Config, rules: RuleSet) -> Arc<App> {
+        let sessions = Arc::new(SessionCodec::new(&config.session));
+        let session_store = SessionStore::Cookie(CookieStore::new(sessions.clone(), Revocations::default()));
         let app = Arc::new(App {
             rules: RuleSetHandle::new(rules),
             providers: Providers::new(fetch::client()),
-            sessions: SessionCodec::new(&config.session),
-            revocations: Revocations::default(),
+            sessions,
+            session_store,
             metrics: Metrics::default(),
         });
         app.start_providers();
@@ -43,23 +48,6 @@ impl App {
             self.providers
                 .ensure(&rule.provider_key, &rule.issuer, rule.discovery_url.as_str());
         }
-    }
-
-    /// The session in a `cookie` header: one that opens, has an id, is within `max_lifetime`
-    /// and was not revoked. Expiry of its ID token is the caller's business (refresh).
-    pub async fn read_session(&self, cookie_header: &str, now: u64) -> Option<Session> {
-        let session = self.sessions.read_session(cookie_header, now)?;
-        if self.revocations.is_revoked(&session.id).await {
-            return None;
-        }
-        Some(session)
-    }
-
-    /// Revokes `session` until its `max_lifetime` runs out, so no copy of its cookie works.
-    pub async fn revoke(&self, session: &Session) {
-        self.revocations
-            .revoke(&session.id, self.sessions.end_of(session))
-            .await;
     }
 
     /// Swaps in a new rule set; `Check` follows from the next request.

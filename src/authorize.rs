@@ -200,7 +200,7 @@ async fn login_with(
     now: u64,
 ) -> Decision {
     // 1. A session cookie for this rule's issuer and client (not signed out).
-    if let Some(session) = app.read_session(cookie_header, now).await {
+    if let Some(session) = app.session_store.load(cookie_header, now).await {
         if session.is_live(now) && session.is_for(&rule.issuer, &rule.client_id) {
             if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
                 return Decision::respond(

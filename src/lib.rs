@@ -19,7 +19,9 @@
 //!   that `default_action: allow` leaves unprotected.
 //! - `identity`: the identity taken from verified claims, and the `allowed` checks.
 //! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`),
-//!   and the bounded set of revoked session ids (`session::revocations`).
+//!   the bounded set of revoked session ids (`session::revocations`), and `session::store`,
+//!   the one seam the request paths use to load, save, clear and revoke sessions (cookie store
+//!   today), revoke by IdP `sid`/`sub`, and take a session's refresh lock.
 //! - `oidc`: the identity providers: `oidc::claims` (a token's claims, typed accessors),
 //!   `oidc::fetch` (the HTTP client, bounded bodies),
 //!   `oidc::discovery`, `oidc::keys` (the JWKS cache), `oidc::token` (validation),

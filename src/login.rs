@@ -259,7 +259,7 @@ pub async fn complete(app: &App, rule: &Rule, query: &str, cookie_header: &str, 
     };
     let clear_login = vec![login_attrs(app, rule).delete(&cookie_name)];
     match sign_in(app, rule, &params, &login, now).await {
-        Ok(session) => start_session(app, rule, &login, session, cookie_header, clear_login, now),
+        Ok(session) => start_session(app, rule, &login, session, cookie_header, clear_login, now).await,
         Err(failure) => failure.reply(rule, clear_login),
     }
 }
@@ -386,7 +386,7 @@ async fn exchange(
 }
 
 /// Seals the session into cookies, drops the login cookie and sends the browser back.
-fn start_session(
+async fn start_session(
     app: &App,
     rule: &Rule,
     login: &LoginState,
@@ -396,9 +396,10 @@ fn start_session(
     now: u64,
 ) -> Reply {
     let present: Vec<&str> = cookies::pairs(cookie_header).map(|(n, _)| n).collect();
-    let mut set =
-        app.sessions
-            .write_session(&session, rule.cookie_domain.as_deref(), present.into_iter(), now);
+    let mut set = app
+        .session_store
+        .save(&session, rule.cookie_domain.as_deref(), &present, now)
+        .await;
     set.extend(clear_login);
     tracing::info!(rule = %rule.name, has_sid = session.sid().is_some(), "login completed");
     if app.sessions.same_site() == crate::config::SameSite::Strict {

@@ -143,18 +143,16 @@ pub async fn sign_out(app: &App, request: &EndpointRequest<'_>) -> Reply {
     }
     let cookie = request.cookie_header;
     // A session already revoked is no session: its ID token is not handed out as a hint.
-    let session = app.read_session(cookie, request.now).await;
+    let session = app.session_store.load(cookie, request.now).await;
     if let Some(s) = &session {
         // A saved copy of the cookie must not outlive the sign-out.
-        app.revoke(s).await;
+        app.session_store.revoke(s).await;
     }
     let present: Vec<&str> = cookies::pairs(cookie).map(|(n, _)| n).collect();
-    let mut clear = app
-        .sessions
-        .clear_session(rule.cookie_domain.as_deref(), present.iter().copied());
+    let mut clear = app.session_store.clear(rule.cookie_domain.as_deref(), &present);
     if rule.cookie_domain.is_some() {
         // A host-only cookie of the same name would otherwise survive.
-        clear.extend(app.sessions.clear_session(None, present.iter().copied()));
+        clear.extend(app.session_store.clear(None, &present));
     }
 
     let end_session = app
@@ -206,7 +204,8 @@ pub async fn userinfo(app: &App, request: &EndpointRequest<'_>) -> Reply {
     let host = request.host();
     let now = request.now;
     let session = app
-        .read_session(request.cookie_header, now)
+        .session_store
+        .load(request.cookie_header, now)
         .await
         .filter(|s| s.is_live(now));
     let rule_name = rules

@@ -1,10 +1,12 @@
 //! Browser sessions and pending logins, kept in sealed cookies (the stateless `cookie` store).
 //! Every session has a random id (what sign-out revokes, see `revocations`) and keeps the
 //! IdP's `sid` (in its identity) for back-channel logout, and room for the refresh token.
+//! The request paths reach sessions only through `store::SessionStore`.
 
 pub mod cookies;
 pub mod revocations;
 pub mod seal;
+pub mod store;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -121,7 +123,7 @@ impl SessionCodec {
 
     /// The session in a `cookie` header, if one opens, has an id and has not passed
     /// `max_lifetime`. Expiry of the ID token is the caller's business (it may be refreshable),
-    /// and so is revocation (`App::read_session` checks both the cookie and the revocations).
+    /// and so is revocation (`store::SessionStore::load` checks both the cookie and the revocations).
     pub fn read_session(&self, cookie_header: &str, now: u64) -> Option<Session> {
         let sealed = cookies::get_chunked(cookie_header, &self.cookie_name)?;
         let plain = self.sealer.open(Purpose::Session, &sealed)?;

@@ -1,4 +1,5 @@
-//! Revoked session ids. Sign-out puts the session's id here until the session could no longer
+//! Revoked session ids (and, for back-channel logout, revoked IdP `sid`s and `sub`s under keys
+//! of their own, see `store`). Sign-out puts the session's id here until the session could no longer
 //! be used anyway (`created_at + max_lifetime`), so a saved copy of its cookie stops working.
 //!
 //! Kept in memory, per replica, and bounded: at most [`MAX_REVOKED`] ids, each dropped when its
@@ -95,6 +96,14 @@ impl Revocations {
     pub async fn is_revoked(&self, id: &str) -> bool {
         match &self.backend {
             Backend::Memory(c) => c.get(id).await.is_some_and(|until| until > now()),
+        }
+    }
+
+    /// Until when `key` is revoked (a session id, or a `sid`/`sub` key of `store`), if it is.
+    pub async fn revoked_until(&self, key: &str) -> Option<u64> {
+        let t = now();
+        match &self.backend {
+            Backend::Memory(c) => c.get(key).await.filter(|until| *until > t),
         }
     }
 

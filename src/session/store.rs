@@ -1,0 +1,367 @@
+//! Where sessions live: the one seam between the request paths (`authorize`, `login`,
+//! `session_endpoints`) and how sessions are kept. Those call only [`SessionStore`]: load the
+//! session in a `cookie` header, save one (its `Set-Cookie` lines), clear it, revoke it (or
+//! every session of an IdP `sid` / `sub`, for back-channel logout), and take a session's
+//! refresh lock. A new kind of store (Redis: the cookie holds only a sealed session id) is a
+//! new variant here, and nothing above this module changes.
+//!
+//! `SessionStore` is an enum over the implementations, not a trait object: its calls are
+//! `async`, and an `async fn` in a trait is not object-safe (`dyn SessionStore` would need the
+//! `async-trait` crate, a boxed future per call on the hot path, and a new dependency). The
+//! enum dispatches statically and costs one `match`.
+//!
+//! [`CookieStore`] is today's stateless store: the whole session sealed in its cookie
+//! (`SessionCodec`), plus this replica's bounded [`Revocations`]. Revoking an IdP `sid` or
+//! `sub` records it (keyed apart from session ids, scoped by issuer) until `max_lifetime` has
+//! run out for every session made before it; `load` refuses a session of that `sid`/`sub`
+//! created at or before the revocation (a login in the same second is refused too: log in
+//! again). The refresh lock is per session id and per replica (a bounded map of mutexes).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::revocations::Revocations;
+use super::{Session, SessionCodec};
+use crate::clock::now;
+
+/// Session ids whose refresh lock is kept at once, per replica.
+pub const MAX_REFRESH_LOCKS: u64 = 10_000;
+/// A refresh lock nobody asked for in this long is dropped.
+pub const REFRESH_LOCK_IDLE: Duration = Duration::from_secs(120);
+
+/// Where sessions are kept (see the module comment for why this is an enum).
+#[derive(Debug)]
+pub enum SessionStore {
+    /// The whole session in a sealed cookie.
+    Cookie(CookieStore),
+}
+
+/// Held while a session's tokens are refreshed: one refresh at a time per session. Dropping
+/// it lets the next refresh in.
+pub struct RefreshGuard {
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl SessionStore {
+    /// The session in a `cookie` header: one that opens, has an id, is within `max_lifetime`
+    /// and was not revoked (neither itself nor its `sid`/`sub`). Expiry of its ID token is the
+    /// caller's business (refresh).
+    pub async fn load(&self, cookie_header: &str, now: u64) -> Option<Session> {
+        match self {
+            SessionStore::Cookie(s) => s.load(cookie_header, now).await,
+        }
+    }
+
+    /// `Set-Cookie` lines storing `session` (`present`: the cookie names the request carried,
+    /// so stale chunks are deleted).
+    pub async fn save(
+        &self,
+        session: &Session,
+        domain: Option<&str>,
+        present: &[&str],
+        now: u64,
+    ) -> Vec<String> {
+        match self {
+            SessionStore::Cookie(s) => s.save(session, domain, present, now),
+        }
+    }
+
+    /// `Set-Cookie` lines deleting the session's cookies.
+    pub fn clear(&self, domain: Option<&str>, present: &[&str]) -> Vec<String> {
+        match self {
+            SessionStore::Cookie(s) => s.clear(domain, present),
+        }
+    }
+
+    /// Revokes `session` until its `max_lifetime` runs out, so no copy of its cookie works.
+    pub async fn revoke(&self, session: &Session) {
+        match self {
+            SessionStore::Cookie(s) => s.revoke(session).await,
+        }
+    }
+
+    /// Ends every session made before now for the IdP session `sid` at `issuer` (back-channel
+    /// logout). Returns how many sessions were ended when the store can count them; the cookie
+    /// store holds no sessions, so it returns `None` (its sessions are refused all the same).
+    pub async fn revoke_sid(&self, issuer: &str, sid: &str) -> Option<u64> {
+        match self {
+            SessionStore::Cookie(s) => {
+                s.revoke_principal(Principal::Sid, issuer, sid).await;
+                None
+            }
+        }
+    }
+
+    /// Ends every session made before now for the user `sub` at `issuer` (back-channel logout
+    /// without a `sid`). Returns a count as `revoke_sid` does.
+    pub async fn revoke_sub(&self, issuer: &str, sub: &str) -> Option<u64> {
+        match self {
+            SessionStore::Cookie(s) => {
+                s.revoke_principal(Principal::Sub, issuer, sub).await;
+                None
+            }
+        }
+    }
+
+    /// Waits for, then holds, the refresh lock of `session_id`: one refresh at a time per
+    /// session (per replica for the cookie store).
+    pub async fn refresh_lock(&self, session_id: &str) -> RefreshGuard {
+        match self {
+            SessionStore::Cookie(s) => s.locks.lock(session_id).await,
+        }
+    }
+}
+
+/// What a back-channel logout names.
+#[derive(Debug, Clone, Copy)]
+enum Principal {
+    Sid,
+    Sub,
+}
+
+/// The revocation key of an IdP `sid` or `sub` at `issuer`. Session ids are base64url, so a
+/// key with a newline is never one.
+fn principal_key(principal: Principal, issuer: &str, value: &str) -> String {
+    let kind = match principal {
+        Principal::Sid => "sid",
+        Principal::Sub => "sub",
+    };
+    format!("{kind}\n{issuer}\n{value}")
+}
+
+/// Sessions in sealed cookies, revocations in this replica's memory.
+#[derive(Debug)]
+pub struct CookieStore {
+    codec: Arc<SessionCodec>,
+    revocations: Revocations,
+    /// Set once a `sid` or `sub` was revoked: until then `load` skips those look-ups.
+    principals_revoked: AtomicBool,
+    locks: RefreshLocks,
+}
+
+impl CookieStore {
+    pub fn new(codec: Arc<SessionCodec>, revocations: Revocations) -> CookieStore {
+        CookieStore {
+            codec,
+            revocations,
+            principals_revoked: AtomicBool::new(false),
+            locks: RefreshLocks::new(MAX_REFRESH_LOCKS),
+        }
+    }
+
+    async fn load(&self, cookie_header: &str, now: u64) -> Option<Session> {
+        let session = self.codec.read_session(cookie_header, now)?;
+        if self.revocations.is_revoked(&session.id).await {
+            return None;
+        }
+        if self.principals_revoked.load(Ordering::Relaxed) && self.principal_revoked(&session).await {
+            return None;
+        }
+        Some(session)
+    }
+
+    /// Whether the session's `sid` or `sub` was revoked after it was made. A principal revoked
+    /// until `u` was revoked at `u - max_lifetime`, so the session is refused when
+    /// `created_at + max_lifetime <= u`.
+    async fn principal_revoked(&self, session: &Session) -> bool {
+        let end = self.codec.end_of(session);
+        let mut keys = vec![principal_key(Principal::Sub, &session.iss, &session.identity.sub)];
+        if let Some(sid) = session.sid() {
+            keys.push(principal_key(Principal::Sid, &session.iss, sid));
+        }
+        for key in keys {
+            if let Some(until) = self.revocations.revoked_until(&key).await {
+                if end <= until {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn save(&self, session: &Session, domain: Option<&str>, present: &[&str], now: u64) -> Vec<String> {
+        self.codec
+            .write_session(session, domain, present.iter().copied(), now)
+    }
+
+    fn clear(&self, domain: Option<&str>, present: &[&str]) -> Vec<String> {
+        self.codec.clear_session(domain, present.iter().copied())
+    }
+
+    async fn revoke(&self, session: &Session) {
+        self.revocations
+            .revoke(&session.id, self.codec.end_of(session))
+            .await;
+    }
+
+    async fn revoke_principal(&self, principal: Principal, issuer: &str, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        let until = now().saturating_add(self.codec.max_lifetime_secs);
+        self.revocations
+            .revoke(&principal_key(principal, issuer, value), until)
+            .await;
+        self.principals_revoked.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One mutex per session id, bounded: an id idle for `REFRESH_LOCK_IDLE` is dropped. An id
+/// evicted while its lock is held (beyond the capacity) could let a second refresh in; a
+/// refresh that then fails leaves the session as it was.
+struct RefreshLocks(Cache<String, Arc<Mutex<()>>>);
+
+impl std::fmt::Debug for RefreshLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RefreshLocks({} ids)", self.0.entry_count())
+    }
+}
+
+impl RefreshLocks {
+    fn new(capacity: u64) -> RefreshLocks {
+        RefreshLocks(
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(REFRESH_LOCK_IDLE)
+                .build(),
+        )
+    }
+
+    async fn lock(&self, id: &str) -> RefreshGuard {
+        let mutex = self
+            .0
+            .get_with(id.to_string(), async { Arc::new(Mutex::new(())) })
+            .await;
+        RefreshGuard {
+            _guard: mutex.lock_owned().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SessionConfig;
+    use crate::identity::Identity;
+
+    fn store() -> SessionStore {
+        let codec = SessionCodec::new(&SessionConfig {
+            secrets: vec!["a-session-secret-of-at-least-32-bytes!".into()],
+            store: Default::default(),
+            redis_url: None,
+            cookie_name: "_s".into(),
+            secure: true,
+            same_site: Default::default(),
+            max_lifetime: Duration::from_secs(3600),
+        });
+        SessionStore::Cookie(CookieStore::new(Arc::new(codec), Revocations::default()))
+    }
+
+    fn session(id: &str, sub: &str, sid: Option<&str>, created_at: u64) -> Session {
+        Session {
+            id: id.into(),
+            iss: "https://idp".into(),
+            client_id: "gw".into(),
+            identity: Identity {
+                sub: sub.into(),
+                sid: sid.map(str::to_string),
+                ..Default::default()
+            },
+            id_token: "t".into(),
+            access_token: None,
+            refresh_token: None,
+            created_at,
+            expires_at: created_at + 600,
+        }
+    }
+
+    async fn header(store: &SessionStore, s: &Session) -> String {
+        store
+            .save(s, None, &[], now())
+            .await
+            .iter()
+            .map(|l| l.split(';').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    #[tokio::test]
+    async fn a_saved_session_loads_until_it_is_revoked() {
+        let st = store();
+        let t = now();
+        let s = session("aWQtMQ", "u", Some("sid-1"), t - 10);
+        let h = header(&st, &s).await;
+        assert_eq!(st.load(&h, t).await, Some(s.clone()));
+        st.revoke(&s).await;
+        assert_eq!(st.load(&h, t).await, None);
+        let clear = st.clear(Some(".example.com"), &["_s"]);
+        assert!(clear[0].starts_with("_s=;"), "{clear:?}");
+    }
+
+    #[tokio::test]
+    async fn revoking_a_sid_refuses_its_sessions_made_before() {
+        let st = store();
+        let t = now();
+        let a = session("aWQtMQ", "u", Some("sid-1"), t - 10);
+        let b = session("aWQtMg", "u", Some("sid-2"), t - 10);
+        let (ha, hb) = (header(&st, &a).await, header(&st, &b).await);
+        assert_eq!(st.revoke_sid("https://idp", "sid-1").await, None);
+        assert_eq!(st.load(&ha, t).await, None);
+        assert_eq!(st.load(&hb, t).await, Some(b));
+        // The same sid at another issuer is another IdP session.
+        let mut other = session("aWQtMw", "u", Some("sid-1"), t - 10);
+        other.iss = "https://other".into();
+        let ho = header(&st, &other).await;
+        assert_eq!(st.load(&ho, t).await, Some(other));
+        // A login after the revocation is a new session.
+        let later = session("aWQtNA", "u", Some("sid-1"), t + 2);
+        let hl = header(&st, &later).await;
+        assert_eq!(st.load(&hl, t + 3).await, Some(later));
+    }
+
+    #[tokio::test]
+    async fn revoking_a_sub_refuses_every_session_of_the_user() {
+        let st = store();
+        let t = now();
+        let a = session("aWQtMQ", "u", Some("sid-1"), t - 10);
+        let b = session("aWQtMg", "u", None, t - 20);
+        let c = session("aWQtMw", "v", None, t - 20);
+        let (ha, hb, hc) = (
+            header(&st, &a).await,
+            header(&st, &b).await,
+            header(&st, &c).await,
+        );
+        assert_eq!(st.revoke_sub("https://idp", "u").await, None);
+        assert_eq!(st.load(&ha, t).await, None);
+        assert_eq!(st.load(&hb, t).await, None);
+        assert_eq!(st.load(&hc, t).await, Some(c));
+        // Nothing to revoke: nothing changes.
+        st.revoke_sub("https://idp", "").await;
+        st.revoke_sid("https://idp", "").await;
+    }
+
+    #[tokio::test]
+    async fn one_refresh_at_a_time_per_session() {
+        let st = Arc::new(store());
+        let guard = st.refresh_lock("aWQtMQ").await;
+        // Another session refreshes meanwhile.
+        drop(st.refresh_lock("aWQtMg").await);
+        let waiting = {
+            let st = st.clone();
+            tokio::spawn(async move {
+                let _g = st.refresh_lock("aWQtMQ").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        drop(guard);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
