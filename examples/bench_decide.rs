@@ -151,6 +151,10 @@ async fn run(config_path: &Path, request_path: &Path, budget: Duration) -> Resul
         "  => decision (check minus clone)",
         (full - clone) / 1000.0
     );
+    time("  SessionStore::load (codec + revocation look-up)", b, || async {
+        app.session_store.load(black_box(&cookie), now).await
+    })
+    .await;
     time("  SessionCodec::read_session", b, || async {
         app.sessions.read_session(black_box(&cookie), now)
     })
