@@ -58,30 +58,32 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn bad(field: &str, value: &str) -> Status {
+fn bad(field: &str, value: i32) -> Status {
     Status::invalid_argument(format!("{field}: `{value}` is not an accepted value"))
 }
 
 fn to_config(r: pb::Rule) -> Result<RuleConfig, Status> {
     let authorization = r.authorization.unwrap_or_default();
-    let mode = match authorization.mode.as_str() {
-        "" | "whitelist" => AuthorizationMode::Whitelist,
-        "blacklist" => AuthorizationMode::Blacklist,
-        other => return Err(bad("authorization.mode", other)),
+    let mode = match pb::AuthorizationMode::try_from(authorization.mode) {
+        Ok(pb::AuthorizationMode::Unspecified | pb::AuthorizationMode::Whitelist) => {
+            AuthorizationMode::Whitelist
+        }
+        Ok(pb::AuthorizationMode::Blacklist) => AuthorizationMode::Blacklist,
+        Err(_) => return Err(bad("authorization.mode", authorization.mode)),
     };
     let conditions = authorization
         .conditions
         .into_iter()
         .map(to_condition)
         .collect::<Result<Vec<_>, _>>()?;
-    let upstream_token = match r.upstream_token.as_str() {
-        "" | "id_token" => UpstreamToken::IdToken,
-        "access_token" => UpstreamToken::AccessToken,
-        "none" => UpstreamToken::None,
-        other => return Err(bad("upstream_token", other)),
+    let upstream_token = match pb::UpstreamToken::try_from(r.upstream_token) {
+        Ok(pb::UpstreamToken::Unspecified | pb::UpstreamToken::IdToken) => UpstreamToken::IdToken,
+        Ok(pb::UpstreamToken::AccessToken) => UpstreamToken::AccessToken,
+        Ok(pb::UpstreamToken::None) => UpstreamToken::None,
+        Err(_) => return Err(bad("upstream_token", r.upstream_token)),
     };
-    if !(r.r#type.is_empty() || r.r#type == "oidc") {
-        return Err(bad("type", &r.r#type));
+    if pb::RuleType::try_from(r.r#type).is_err() {
+        return Err(bad("type", r.r#type));
     }
     let allowed = r.allowed.unwrap_or_default();
     Ok(RuleConfig {
@@ -112,11 +114,11 @@ fn to_config(r: pb::Rule) -> Result<RuleConfig, Status> {
 }
 
 fn to_condition(c: pb::Condition) -> Result<ConditionConfig, Status> {
-    let path_match = match c.r#match.as_str() {
-        "" | "prefix" => PathMatch::Prefix,
-        "exact" => PathMatch::Exact,
-        "regex" => PathMatch::Regex,
-        other => return Err(bad("match", other)),
+    let path_match = match pb::PathMatch::try_from(c.r#match) {
+        Ok(pb::PathMatch::Unspecified | pb::PathMatch::Prefix) => PathMatch::Prefix,
+        Ok(pb::PathMatch::Exact) => PathMatch::Exact,
+        Ok(pb::PathMatch::Regex) => PathMatch::Regex,
+        Err(_) => return Err(bad("match", c.r#match)),
     };
     Ok(ConditionConfig {
         domain: non_empty(c.domain),
@@ -129,7 +131,7 @@ fn to_proto(r: RuleConfig) -> pb::Rule {
     pb::Rule {
         name: r.name,
         enabled: r.enabled,
-        r#type: "oidc".into(),
+        r#type: pb::RuleType::Oidc.into(),
         issuer: r.issuer,
         discovery_url: r.discovery_url.unwrap_or_default(),
         redirect_url: r.redirect_url,
@@ -139,9 +141,10 @@ fn to_proto(r: RuleConfig) -> pb::Rule {
         scope: r.scope,
         authorization: Some(pb::Authorization {
             mode: match r.authorization.mode {
-                AuthorizationMode::Whitelist => "whitelist".into(),
-                AuthorizationMode::Blacklist => "blacklist".into(),
-            },
+                AuthorizationMode::Whitelist => pb::AuthorizationMode::Whitelist,
+                AuthorizationMode::Blacklist => pb::AuthorizationMode::Blacklist,
+            }
+            .into(),
             conditions: r
                 .authorization
                 .conditions
@@ -150,19 +153,21 @@ fn to_proto(r: RuleConfig) -> pb::Rule {
                     domain: c.domain.unwrap_or_default(),
                     path: c.path.unwrap_or_default(),
                     r#match: match c.path_match {
-                        PathMatch::Exact => "exact".into(),
-                        PathMatch::Prefix => "prefix".into(),
-                        PathMatch::Regex => "regex".into(),
-                    },
+                        PathMatch::Exact => pb::PathMatch::Exact,
+                        PathMatch::Prefix => pb::PathMatch::Prefix,
+                        PathMatch::Regex => pb::PathMatch::Regex,
+                    }
+                    .into(),
                 })
                 .collect(),
         }),
         domains: r.domains,
         upstream_token: match r.upstream_token {
-            UpstreamToken::IdToken => "id_token".into(),
-            UpstreamToken::AccessToken => "access_token".into(),
-            UpstreamToken::None => "none".into(),
-        },
+            UpstreamToken::IdToken => pb::UpstreamToken::IdToken,
+            UpstreamToken::AccessToken => pb::UpstreamToken::AccessToken,
+            UpstreamToken::None => pb::UpstreamToken::None,
+        }
+        .into(),
         allowed: Some(pb::Allowed {
             emails: r.allowed.emails,
             email_domains: r.allowed.email_domains,
@@ -296,5 +301,58 @@ mod tests {
         };
         assert_eq!(code(io.into()), Code::Unavailable);
         assert_eq!(code(AdminError::Interrupted("panic".into())), Code::Internal);
+    }
+
+    fn rule(mode: i32, r#match: i32, upstream_token: i32, r#type: i32) -> pb::Rule {
+        pb::Rule {
+            name: "corp".into(),
+            r#type,
+            authorization: Some(pb::Authorization {
+                mode,
+                conditions: vec![pb::Condition {
+                    path: "/public".into(),
+                    r#match,
+                    ..Default::default()
+                }],
+            }),
+            upstream_token,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn unspecified_enums_take_the_config_defaults() {
+        let c = to_config(rule(0, 0, 0, 0)).expect("converts");
+        assert_eq!(c.authorization.mode, AuthorizationMode::Whitelist);
+        assert_eq!(c.authorization.conditions[0].path_match, PathMatch::Prefix);
+        assert_eq!(c.upstream_token, UpstreamToken::IdToken);
+    }
+
+    #[test]
+    fn enums_round_trip_through_the_config() {
+        let sent = rule(
+            pb::AuthorizationMode::Blacklist.into(),
+            pb::PathMatch::Regex.into(),
+            pb::UpstreamToken::None.into(),
+            pb::RuleType::Oidc.into(),
+        );
+        let back = to_proto(to_config(sent.clone()).expect("converts"));
+        assert_eq!(back.authorization, sent.authorization);
+        assert_eq!(back.upstream_token, sent.upstream_token);
+        assert_eq!(back.r#type, sent.r#type);
+    }
+
+    #[test]
+    fn unknown_enum_values_are_invalid_arguments_naming_the_field() {
+        for (r, field) in [
+            (rule(9, 0, 0, 0), "authorization.mode"),
+            (rule(0, 9, 0, 0), "match"),
+            (rule(0, 0, 9, 0), "upstream_token"),
+            (rule(0, 0, 0, 9), "type"),
+        ] {
+            let status = to_config(r).expect_err("refused");
+            assert_eq!(status.code(), Code::InvalidArgument);
+            assert!(status.message().starts_with(field), "{}", status.message());
+        }
     }
 }
