@@ -105,8 +105,8 @@ fn main() -> ExitCode {
             init_tracing();
             // The file's own rules are compiled too, so an invalid one refuses to start even
             // when the store holds other rules.
-            let config = match rule_source::load_config(&config) {
-                Ok((c, _)) => c,
+            let (config, compiled) = match rule_source::load_config(&config) {
+                Ok(loaded) => loaded,
                 Err(errors) => {
                     eprintln!("{errors}");
                     eprintln!("refusing to start: the configuration is invalid");
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(oidc_authz::server::serve(config)) {
+            match runtime.block_on(oidc_authz::server::serve(config, compiled)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(oidc_authz::server::ServeError::Config(errors)) => {
                     eprintln!("{errors}");

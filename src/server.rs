@@ -12,6 +12,7 @@ use crate::admin::RuleAdmin;
 use crate::app::App;
 use crate::check::CheckService;
 use crate::config::{Config, SessionStoreKind};
+use crate::rules::RuleSet;
 
 /// Largest gRPC message we accept (a `CheckRequest` with big headers fits easily).
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
@@ -68,10 +69,22 @@ pub struct Services {
 
 /// Opens the rule store (importing the config's rules into an empty one) and builds the state.
 pub fn start(config: &Config) -> Result<Services, ServeError> {
-    let app = App::start(config, crate::rules::RuleSet::empty(config.default_action));
+    start_with(config, None)
+}
+
+/// As `start`, with the config's rules already compiled (by `rule_source::load_config`), so
+/// they are not compiled again when they are the ones that run.
+pub fn start_with(config: &Config, compiled_config_rules: Option<RuleSet>) -> Result<Services, ServeError> {
+    let app = App::start(config, RuleSet::empty(config.default_action));
     let store = crate::store::open(config).map_err(|e| ServeError::Unsupported(e.to_string()))?;
-    let admin = RuleAdmin::start(app.clone(), store, &config.rules, config.default_action)
-        .map_err(|e| ServeError::Unsupported(format!("rules_store: {e}")))?;
+    let admin = RuleAdmin::start(
+        app.clone(),
+        store,
+        &config.rules,
+        compiled_config_rules,
+        config.default_action,
+    )
+    .map_err(|e| ServeError::Unsupported(format!("rules_store: {e}")))?;
     Ok(Services {
         app,
         admin: Arc::new(admin),
@@ -180,15 +193,15 @@ pub async fn run(
     Ok(())
 }
 
-/// `oidc-authz serve`.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// `oidc-authz serve`, with the config's rules as `rule_source::load_config` compiled them.
+pub async fn serve(config: Config, compiled_config_rules: RuleSet) -> Result<(), ServeError> {
     if config.session.store == SessionStoreKind::Redis {
         return Err(ServeError::Unsupported(format!(
             "{}: field \"session.store\": the redis session store is not supported by this release; use cookie",
             config.path.display()
         )));
     }
-    let services = start(&config)?;
+    let services = start_with(&config, Some(compiled_config_rules))?;
     let bound = bind(&config).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -80,10 +80,16 @@ impl RuleAdmin {
         app: Arc<App>,
         store: Box<dyn RuleStore>,
         config_rules: &[RuleConfig],
+        compiled_config_rules: Option<RuleSet>,
         default_action: DefaultAction,
     ) -> Result<RuleAdmin, AdminError> {
+        let mut compiled_config_rules = compiled_config_rules;
         let rules = match store.load()? {
-            Some(rules) => rules,
+            Some(rules) => {
+                // The store's own rules run; the config's (already checked) do not.
+                compiled_config_rules = None;
+                rules
+            }
             None => {
                 let imported: Vec<RuleConfig> = config_rules
                     .iter()
@@ -101,7 +107,12 @@ impl RuleAdmin {
                 imported
             }
         };
-        let compiled = compile(&rules, default_action)?;
+        // The config's rules, when they are what runs and the caller compiled them already,
+        // are not compiled a second time.
+        let compiled = match compiled_config_rules {
+            Some(compiled) => compiled,
+            None => compile(&rules, default_action)?,
+        };
         app.replace_rules(compiled);
         let version = store.version();
         Ok(RuleAdmin {
