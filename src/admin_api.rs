@@ -1,5 +1,5 @@
 //! The project's own gRPC API, generated from `proto/oidc_authz/admin/v1/admin.proto` by
-//! `build.rs`. The rule-management service that implements it arrives with the admin listener.
+//! `build.rs`. `admin::grpc` implements the service; the admin proto enums mirror the config schema.
 
 /// `oidc_authz.admin.v1`: rule management (list, get, create, update, enable, disable, add a
 /// condition, delete, explain).

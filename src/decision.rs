@@ -1,6 +1,6 @@
 //! The routing half of the decision: which rule governs a request, and whether it is public,
 //! needs a login, or falls to `default_action`. A pure function of the compiled rules and the
-//! request's host and path; credentials are checked afterwards by `authenticate`.
+//! request's host and path; credentials are checked afterwards by `authorize`.
 
 use serde::Serialize;
 

@@ -1,3 +1,5 @@
+//! Unit tests of the configuration: every field, every error with its file, rule and field.
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! Unit tests of the redirect guard: every way an `rd` could point elsewhere is refused.
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,3 +1,5 @@
+//! Unit tests of rule compilation: URLs, secrets, cookie domains, scopes, domains and conditions.
+
 use std::path::Path;
 
 use super::*;

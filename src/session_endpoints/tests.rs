@@ -1,3 +1,5 @@
+//! Unit tests of sign-out and userinfo without HTTP: the cross-site decision, the base URL, the confirmation link.
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,3 +1,5 @@
+//! Unit tests of routing and explain, through the real configuration schema; property tests in `properties`.
+
 use std::path::Path;
 
 use serde_json::json;

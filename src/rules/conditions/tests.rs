@@ -1,3 +1,5 @@
+//! Unit tests of the condition index: every match kind and domain form, lowest index wins, hostile input.
+
 use super::*;
 use crate::rules::normalize::{normalize_host, RequestPath};
 use serde::Deserialize;
