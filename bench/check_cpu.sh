@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU per ext_authz `Check` decision on the valid-session path, as a ratio to a floor: a
 # do-nothing tonic `Check` server (examples/bench_noop_check.rs) driven by the same load, in the
-# same run. DESIGN.md "Performance": oidc-authz / floor <= 1.25.
+# same run. The design's target: oidc-authz / floor <= 1.25.
 #
 # Everything runs on loopback. The IdP (http://127.0.0.1:1) is down on purpose: the session path
 # must not need it. Every wait and every load run is bounded; every process started here is
