@@ -117,16 +117,7 @@ async fn decide(app: &App, req: RequestFacts<'_>, now: u64) -> Decision {
     let host = match parse_host(req.authority) {
         Ok(host) => host,
         Err(why) => {
-            return Decision::respond(
-                Outcome::BadRequest,
-                Reply::json(
-                    400,
-                    serde_json::json!({
-                        "error": "bad_request",
-                        "message": format!("the Host header is not a DNS name or IP literal: {why}"),
-                    }),
-                ),
-            );
+            return Decision::respond(Outcome::BadRequest, Reply::bad_host(&why));
         }
     };
     let path = RequestPath::parse(req.raw_path);

@@ -102,13 +102,7 @@ fn authority(request: &axum::extract::Request) -> &str {
 async fn refuse_bad_host(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     match parse_host(authority(&request)) {
         Ok(_) => next.run(request).await,
-        Err(why) => to_response(Reply::json(
-            400,
-            json!({
-                "error": "bad_request",
-                "message": format!("the Host header is not a DNS name or IP literal: {why}"),
-            }),
-        )),
+        Err(why) => to_response(Reply::bad_host(&why)),
     }
 }
 

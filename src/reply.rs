@@ -148,6 +148,17 @@ impl Reply {
         r
     }
 
+    /// 400 for a request whose `Host` is not a DNS name or IP literal (`why` says how).
+    pub fn bad_host(why: &dyn std::fmt::Display) -> Reply {
+        Reply::json(
+            400,
+            json!({
+                "error": "bad_request",
+                "message": format!("the Host header is not a DNS name or IP literal: {why}"),
+            }),
+        )
+    }
+
     /// 401 for an API client of `rule`.
     pub fn unauthorized(rule: &str, token_error: Option<&str>) -> Reply {
         let realm = rule.replace('"', "");

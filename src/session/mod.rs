@@ -202,21 +202,26 @@ impl SessionCodec {
     }
 }
 
+/// A codec for unit tests: cookie `_s`, a fixed secret, this `max_lifetime` in seconds.
+#[cfg(test)]
+pub(crate) fn test_codec(max_lifetime: u64) -> SessionCodec {
+    SessionCodec::new(&SessionConfig {
+        secrets: vec!["a-session-secret-of-at-least-32-bytes!".into()],
+        store: Default::default(),
+        redis_url: None,
+        cookie_name: "_s".into(),
+        secure: true,
+        same_site: Default::default(),
+        max_lifetime: std::time::Duration::from_secs(max_lifetime),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn codec(max_lifetime: u64) -> SessionCodec {
-        SessionCodec::new(&SessionConfig {
-            secrets: vec!["a-session-secret-of-at-least-32-bytes!".into()],
-            store: Default::default(),
-            redis_url: None,
-            cookie_name: "_s".into(),
-            secure: true,
-            same_site: Default::default(),
-            max_lifetime: Duration::from_secs(max_lifetime),
-        })
+        test_codec(max_lifetime)
     }
 
     fn session(created_at: u64) -> Session {

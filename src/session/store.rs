@@ -245,19 +245,10 @@ impl RefreshLocks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SessionConfig;
     use crate::identity::Identity;
 
     fn store() -> SessionStore {
-        let codec = SessionCodec::new(&SessionConfig {
-            secrets: vec!["a-session-secret-of-at-least-32-bytes!".into()],
-            store: Default::default(),
-            redis_url: None,
-            cookie_name: "_s".into(),
-            secure: true,
-            same_site: Default::default(),
-            max_lifetime: Duration::from_secs(3600),
-        });
+        let codec = crate::session::test_codec(3600);
         SessionStore::Cookie(CookieStore::new(Arc::new(codec), Revocations::default()))
     }
 
