@@ -6,13 +6,23 @@
 //
 // prints one JSON line {"ready":true,"issuer":…,"kid":…} on stdout once it listens, and stops on
 // SIGTERM/SIGINT. A line `arm exit|freeze|dropreused` on stdin is a test hook (see startIdp).
+// It logs one JSON line on stdout per refresh grant ({"refresh":{…}}) and per back-channel
+// logout delivery ({"backchannel":{…}}), for the suite to count.
+//
+// The app hosts (*.example.test) resolve to 127.0.0.1 for the browser only (Chromium's
+// --host-resolver-rules); the IdP's own outgoing requests (back-channel logout) to an app
+// origin's host are sent to 127.0.0.1 and that origin's port (Envoy) with the origin's Host.
 // Every start generates a fresh RSA signing key with a fresh `kid`, so a restart is a key
 // rotation (the in-memory adapter also forgets sessions and grants, as a real restart
 // of a development IdP would).
 //
 // Clients:
 //   - `gateway` (oidc-authz): confidential (client_secret_basic), authorization code with PKCE
-//     required, refresh tokens, RP-initiated logout back to the app origin;
+//     required, refresh tokens, RP-initiated logout back to the app origin, and back-channel
+//     logout to the first app origin's /oauth2/backchannel_logout (with `sid`);
+//   - `gateway-refresh` (oidc-authz, the rule of the refresh scenarios): as `gateway` (same
+//     secret), but its ID and access tokens live REFRESH_CLIENT_TOKEN_TTL seconds and its refresh
+//     token is rotated on every use (a reused one is refused and ends the grant);
 //   - `api-client`: client_credentials, gets JWT access tokens for the resource
 //     https://api.example.test (audience of the same name), as a machine-to-machine API caller.
 //
@@ -21,18 +31,75 @@
 // ["users"] (plus "admins" for the login `admin`, and 120 more for logins starting with
 // `many-groups`).
 
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
+import http from 'node:http';
 import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
 
 export const API_RESOURCE = 'https://api.example.test';
 
+/** The client of the refresh scenarios, and the lifetime of its ID and access tokens (s). */
+export const REFRESH_CLIENT_ID = 'gateway-refresh';
+export const REFRESH_CLIENT_TOKEN_TTL = 10;
+
 /** A fresh RS256 signing key as a private JWK, with a fresh kid. */
 export function freshSigningKey() {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const jwk = privateKey.export({ format: 'jwk' });
+  // Generated as PEM and imported: exporting the KeyObject of a freshly generated pair straight
+  // to JWK deadlocks in a few % of starts on some Node 20 builds.
+  const { privateKey: pem } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  const jwk = createPrivateKey(pem).export({ format: 'jwk' });
   return { ...jwk, kid: `e2e-${randomUUID()}`, alg: 'RS256', use: 'sig' };
+}
+
+/**
+ * oidc-provider's `fetch` (its outgoing requests: here the back-channel logout deliveries).
+ * A request to the host of an app origin goes to 127.0.0.1 on the URL's port, with the URL's
+ * Host, over plain node:http (the default fetch would resolve the name, and oidc-provider's
+ * SSRF guard refuses loopback addresses). Anything else is refused: nothing leaves loopback.
+ */
+export function loopbackFetch(appHosts) {
+  const hosts = new Set(appHosts.map((h) => h.toLowerCase()));
+  return (input, options = {}) => {
+    const url = new URL(String(input));
+    if (url.protocol !== 'http:' || !hosts.has(url.hostname.toLowerCase())) {
+      return Promise.reject(new Error(`idp.mjs: no outgoing request to ${url.origin} (not an app origin)`));
+    }
+    const headers = Object.fromEntries(new Headers(options.headers ?? {}));
+    const body = options.body === undefined ? undefined : Buffer.from(String(options.body));
+    if (body) headers['content-length'] = String(body.length);
+    headers.host = url.host;
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port: Number(url.port || 80),
+          method: options.method ?? 'GET',
+          path: `${url.pathname}${url.search}`,
+          headers,
+          signal: options.signal,
+          agent: false,
+        },
+        (res) => {
+          const chunks = [];
+          res.on('data', (c) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () => {
+            const h = new Headers();
+            for (const [k, v] of Object.entries(res.headers)) for (const one of [].concat(v)) h.append(k, one);
+            const empty = [204, 304].includes(res.statusCode);
+            resolve(new Response(empty ? null : Buffer.concat(chunks), { status: res.statusCode, headers: h }));
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  };
 }
 
 /**
@@ -60,12 +127,27 @@ export function userClaims(login) {
  */
 export function createProvider({ issuer, clientSecret, appOrigins, apiClientSecret, key }) {
   const signingKey = key ?? freshSigningKey();
+  const shortLived = (client) => client?.clientId === REFRESH_CLIENT_ID;
   const configuration = {
     clients: [
       {
         client_id: 'gateway',
         client_secret: clientSecret,
         client_name: 'oidc-authz e2e gateway',
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: appOrigins.map((o) => `${o}/oauth2/callback`),
+        post_logout_redirect_uris: appOrigins.map((o) => `${o}/`),
+        // OIDC Back-Channel Logout: the IdP POSTs a logout token (with the session's sid) to
+        // oidc-authz, through Envoy, when the user signs out at the IdP.
+        backchannel_logout_uri: `${appOrigins[0]}/oauth2/backchannel_logout`,
+        backchannel_logout_session_required: true,
+      },
+      {
+        client_id: REFRESH_CLIENT_ID,
+        client_secret: clientSecret,
+        client_name: 'oidc-authz e2e gateway (short-lived tokens)',
         token_endpoint_auth_method: 'client_secret_basic',
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
@@ -95,6 +177,14 @@ export function createProvider({ issuer, clientSecret, appOrigins, apiClientSecr
     pkce: { required: () => true },
     // Refresh tokens for the gateway whenever it may use them (not only with offline_access).
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // The short-lived client's refresh token is rotated on every use, as many IdPs do: the
+    // gateway must keep the new one (the old one is refused, and its reuse revokes the grant).
+    // Others: oidc-provider's default for a confidential client (after 70 % of its lifetime).
+    rotateRefreshToken: (ctx) => {
+      const { RefreshToken: rt, Client: client } = ctx.oidc.entities;
+      return shortLived(client) || rt.ttlPercentagePassed() >= 70;
+    },
+    fetch: loopbackFetch(appOrigins.map((o) => new URL(o).hostname)),
     async findAccount(_ctx, sub) {
       return {
         accountId: sub,
@@ -106,6 +196,7 @@ export function createProvider({ issuer, clientSecret, appOrigins, apiClientSecr
     features: {
       devInteractions: { enabled: true },
       rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -126,8 +217,8 @@ export function createProvider({ issuer, clientSecret, appOrigins, apiClientSecr
     },
     ttl: {
       // Short enough for tests, long enough for a demo session.
-      IdToken: 3600,
-      AccessToken: 3600,
+      IdToken: (_ctx, _token, client) => (shortLived(client) ? REFRESH_CLIENT_TOKEN_TTL : 3600),
+      AccessToken: (_ctx, _token, client) => (shortLived(client) ? REFRESH_CLIENT_TOKEN_TTL : 3600),
       Session: 3600,
       Interaction: 600,
       Grant: 3600,
@@ -159,6 +250,21 @@ export async function startIdp({ host = '127.0.0.1', port, clientSecret, appOrig
   const { provider, kid } = createProvider({ issuer, clientSecret, appOrigins, apiClientSecret });
   let armed = null;
   const served = new WeakMap(); // socket -> requests served on it (keep-alive reuse)
+  // One line per refresh grant and per back-channel logout delivery, for the suite to count.
+  const log = (o) => console.log(JSON.stringify(o));
+  const isRefresh = (ctx) => ctx.oidc?.params?.grant_type === 'refresh_token';
+  provider.on('grant.success', (ctx) => {
+    if (isRefresh(ctx)) log({ refresh: { client: ctx.oidc.client?.clientId, ok: true } });
+  });
+  provider.on('grant.error', (ctx, err) => {
+    if (isRefresh(ctx)) log({ refresh: { client: ctx.oidc.client?.clientId, ok: false, error: err.error ?? err.message } });
+  });
+  provider.on('backchannel.success', (_ctx, client, accountId, sid) => {
+    log({ backchannel: { client: client.clientId, sub: accountId, sid, ok: true } });
+  });
+  provider.on('backchannel.error', (_ctx, err, client, accountId, sid) => {
+    log({ backchannel: { client: client.clientId, sub: accountId, sid, ok: false, error: err.message } });
+  });
   provider.use(async (ctx, next) => {
     const socket = ctx.req.socket;
     const before = served.get(socket) ?? 0;

@@ -25,6 +25,8 @@ export function hostsFor(domain) {
     admin: `admin.${domain}`,
     api: `api.${domain}`,
     other: `other.${domain}`,
+    // the rule `refresh` (the IdP's client with short-lived tokens), host-only session cookie
+    refresh: `refresh.${domain}`,
   };
 }
 
@@ -147,6 +149,20 @@ ${common}
       mode: blacklist
       conditions:
         - { domain: ${hosts.admin}, path: /admin, match: prefix }
+  # ${hosts.refresh}: the IdP client gateway-refresh, whose ID tokens live a few seconds (the
+  # refresh scenarios); its session cookie is host-only, apart from the other rules' sessions.
+  - name: refresh
+    redirect_url: ${origin(hosts.refresh)}/oauth2/callback
+    issuer: ${issuer}
+    client_id: gateway-refresh
+    client_secret: ${clientSecret}
+    scope: openid email profile groups
+    insecure_allow_http: true
+    domains: [${hosts.refresh}]
+    authorization:
+      mode: whitelist
+      conditions:
+        - { path: /public/, match: prefix }
 `;
 }
 
@@ -322,7 +338,8 @@ export class Stack {
   async startIdp() {
     if (this.idpProc && this.idpProc.exitCode === null) throw new Error('the IdP is already running');
     this.idpGeneration += 1;
-    const appOrigins = [this.hosts.app1, this.hosts.app2, this.hosts.admin].map((h) => this.origin(h));
+    // The first is the gateway client's post-logout and back-channel logout origin.
+    const appOrigins = [this.hosts.app1, this.hosts.app2, this.hosts.admin, this.hosts.refresh].map((h) => this.origin(h));
     const child = this.track(
       startProcess(
         this.logDir,

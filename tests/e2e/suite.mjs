@@ -224,6 +224,57 @@ async function freshLogin(browser, user, startPath = `/home/${user}`) {
   return { context, page };
 }
 
+/** The claims of a JWT (or of `Bearer <JWT>`), unverified. */
+function jwtClaims(token) {
+  const jwt = String(token).replace(/^Bearer /, '');
+  return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
+}
+
+/** The gateway's session cookie(s) of a browser context as one `cookie` header value ('' if none). */
+async function sessionCookieHeader(context) {
+  return (await context.cookies())
+    .filter((c) => c.name === '_oidc_authz' || /^_oidc_authz_\d+$/.test(c.name))
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((c) => `${c.name}=${c.value}`)
+    .join('; ');
+}
+
+/** The JSON lines the (current) IdP process logged under `key` ({"refresh":…}, {"backchannel":…}). */
+function idpEvents(key) {
+  return stack.idpProc.stdoutText
+    .split('\n')
+    .filter((l) => l.startsWith(`{"${key}":`))
+    .map((l) => JSON.parse(l)[key]);
+}
+
+/** Sum of oidc-authz's metric `name` over the series whose labels include `labelText` ('' = all). */
+async function metricSum(name, labelText = '') {
+  const m = await stack.metrics();
+  return Object.entries(m)
+    .filter(([k]) => (k === name || k.startsWith(`${name}{`)) && k.includes(labelText))
+    .reduce((sum, [, v]) => sum + v, 0);
+}
+
+/** Sleeps until the clock is past the JWT time `exp` (seconds) by `marginMs`. */
+async function waitPast(exp, marginMs = 1500) {
+  const ms = exp * 1000 + marginMs - Date.now();
+  if (ms > 0) await new Promise((r) => setTimeout(r, ms));
+}
+
+/** XHRs from the page (same origin), all at once: [{ status, redirected, setCookie, body }]. */
+async function xhrs(page, paths) {
+  return page.evaluate(
+    async (ps) =>
+      Promise.all(
+        ps.map(async (p) => {
+          const r = await fetch(p, { headers: { 'X-Requested-With': 'XMLHttpRequest', accept: 'application/json' } });
+          return { status: r.status, redirected: r.redirected, url: r.url, body: await r.json().catch(() => null) };
+        }),
+      ),
+    paths,
+  );
+}
+
 /** oidc-authz's counter of JWKS fetches for the IdP. */
 async function jwksFetches() {
   const m = await stack.metrics();
@@ -986,6 +1037,187 @@ async function run(browser) {
     await context.close();
     delete alice.context;
     delete alice.page;
+  });
+
+  await scenario('refresh: an expired ID token is refreshed in place: no trip to the IdP, a new cookie through Envoy, a fresh token for the backend', async () => {
+    // The rule `refresh` (refresh.example.test) uses the IdP client whose ID tokens live
+    // REFRESH_CLIENT_TOKEN_TTL (10) seconds and whose refresh token is rotated on every use.
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    const start = app(HOSTS.refresh, '/r/home');
+    await page.goto(start, { waitUntil: 'domcontentloaded' });
+    await signInAtIdp(page, 'rita', { screenshots: false });
+    await page.waitForURL(start);
+    assert.equal(await shownUser(page), 'rita');
+    assert.equal(await page.locator('#rule').textContent(), 'refresh');
+    const cookie0 = await sessionCookieHeader(context);
+    assert.ok(cookie0, 'a session cookie is stored');
+    const [first] = await xhrs(page, ['/headers']);
+    assert.equal(first.status, 200);
+    const t0 = jwtClaims(first.body.headers.authorization);
+    assert.equal(t0.aud, 'gateway-refresh');
+    assert.ok(t0.exp - t0.iat <= 10, `the ID token lives 10 s (iat ${t0.iat}, exp ${t0.exp})`);
+
+    // From here on the browser must never go back to the IdP.
+    const rec = recorder(context);
+    const okRefreshes = () => idpEvents('refresh').filter((e) => e.client === 'gateway-refresh' && e.ok).length;
+    const failedRefreshes = () => idpEvents('refresh').filter((e) => e.client === 'gateway-refresh' && !e.ok);
+    const base = okRefreshes();
+    const metricBase = await metricSum('oidc_authz_sessions_refreshed_total');
+
+    // Expiry 1: five XHRs at once (one refresh for all of them), then navigations.
+    await waitPast(t0.exp);
+    const burst = await xhrs(page, [1, 2, 3, 4, 5].map((i) => `/headers?xhr=${i}`));
+    await page.evaluate((b) => {
+      document.body.insertAdjacentHTML(
+        'afterbegin',
+        `<pre id="xhr" style="background:#efe;padding:1rem">${b.map((x, i) => `fetch('/headers?xhr=${i + 1}') -> ${x.status}`).join('\n')}</pre>`,
+      );
+    }, burst);
+    await shot(page, 'xhrs-after-id-token-expiry');
+    for (const [i, x] of burst.entries()) {
+      assert.equal(x.status, 200, `XHR ${i + 1} after the ID token expired: ${x.status} ${JSON.stringify(x.body)?.slice(0, 200)}`);
+      assert.equal(x.redirected, false, `XHR ${i + 1} was not redirected`);
+    }
+    const burstTokens = new Set(burst.map((x) => x.body.headers.authorization));
+    assert.equal(burstTokens.size, 1, `the five concurrent XHRs share one refreshed ID token (got ${burstTokens.size} different ones)`);
+    const t1 = jwtClaims([...burstTokens][0]);
+    assert.ok(t1.iat > t0.iat && t1.exp > t0.exp, `the backend receives a fresh ID token (iat ${t0.iat} -> ${t1.iat}, exp ${t0.exp} -> ${t1.exp})`);
+    assert.equal(t1.sub, 'rita');
+    const setCookies = [];
+    for (const r of rec.responses.filter((x) => x.url.includes('/headers?xhr='))) {
+      setCookies.push(...(await r.response.headerValues('set-cookie')).filter((c) => c.startsWith('_oidc_authz')));
+    }
+    assert.ok(setCookies.length >= 1, 'an allow carried the refreshed session to the browser (Set-Cookie through Envoy)');
+    const cookie1 = await sessionCookieHeader(context);
+    assert.ok(cookie1 && cookie1 !== cookie0, "the browser's session cookie changed");
+    assert.equal(okRefreshes() - base, 1, `one refresh at the IdP's token endpoint for the expiry (${JSON.stringify(idpEvents('refresh').slice(-6))})`);
+    // Navigations: a link click and a typed URL.
+    await page.goto(app(HOSTS.refresh, '/r/orders'), { waitUntil: 'domcontentloaded' });
+    assert.equal(await shownUser(page), 'rita');
+    await page.evaluate(() => document.body.insertAdjacentHTML('afterbegin', '<a id="next" href="/r/orders/2?tab=items">next</a>'));
+    await page.click('#next');
+    await page.waitForURL(app(HOSTS.refresh, '/r/orders/2?tab=items'));
+    await shot(page, 'navigation-after-refresh');
+    assert.equal(await shownUser(page), 'rita');
+
+    // The previous cookie, within 60 s of the refresh (another tab's request in flight, a
+    // retried request): the refreshed session, not a second refresh (the IdP rotates refresh
+    // tokens: a second use of the old one would be refused and end the grant).
+    const old = await request({ host: HOSTS.refresh, path: '/headers?old-cookie', headers: { cookie: cookie0, accept: 'application/json', 'x-requested-with': 'XMLHttpRequest' } });
+    assert.equal(old.status, 200, `the previous cookie right after the refresh: ${old.status} ${old.body.slice(0, 200)}`);
+    const tOld = jwtClaims(old.json.headers.authorization);
+    assert.ok(tOld.iat >= t1.iat, `the previous cookie gets the refreshed session (iat ${tOld.iat}, refreshed ${t1.iat}, original ${t0.iat})`);
+    assert.equal(okRefreshes() - base, 1, 'no second refresh for the previous cookie');
+
+    // Expiry 2: a navigation first, then an XHR. The rotated refresh token was kept.
+    await waitPast(t1.exp);
+    const nav = await page.goto(app(HOSTS.refresh, '/r/after-second-expiry'), { waitUntil: 'domcontentloaded' });
+    await shot(page, 'navigation-after-second-expiry');
+    assert.equal(nav.status(), 200);
+    assert.equal(page.url(), app(HOSTS.refresh, '/r/after-second-expiry'), 'no redirect');
+    assert.equal(await shownUser(page), 'rita');
+    const [after2] = await xhrs(page, ['/headers?second']);
+    assert.equal(after2.status, 200);
+    const t2 = jwtClaims(after2.body.headers.authorization);
+    assert.ok(t2.iat > t1.iat && t2.exp > t1.exp, `a fresh ID token again (iat ${t1.iat} -> ${t2.iat})`);
+    const cookie2 = await sessionCookieHeader(context);
+    assert.ok(cookie2 && cookie2 !== cookie1, "the browser's session cookie changed again");
+    assert.equal(okRefreshes() - base, 2, 'one refresh per expiry at the IdP');
+    assert.deepEqual(failedRefreshes(), [], 'no refresh was refused by the IdP');
+    rec.stop();
+    assert.deepEqual(rec.toIdp(), [], 'the browser never went back to the IdP (no /auth request after the login)');
+    const refreshed = (await metricSum('oidc_authz_sessions_refreshed_total')) - metricBase;
+    assert.ok(refreshed >= 2, `oidc_authz_sessions_refreshed_total counted the refreshes (+${refreshed})`);
+    await context.close();
+  });
+
+  await scenario('back-channel logout: signing out at the IdP (not at the gateway) ends that browser session at the gateway', async () => {
+    // A bad logout token: 400 invalid_request, through Envoy, on any host.
+    const form = (body) => ({ 'content-type': 'application/x-www-form-urlencoded', 'content-length': String(Buffer.byteLength(body)) });
+    for (const [host, body] of [
+      [HOSTS.app1, 'logout_token=not-a-jwt'],
+      [HOSTS.other, 'logout_token=eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.'],
+      [HOSTS.app1, ''],
+    ]) {
+      const r = await request({ host, path: '/oauth2/backchannel_logout', method: 'POST', headers: form(body), body });
+      assert.equal(r.status, 400, `${host} ${body || '(empty body)'}: ${r.status} ${r.body.slice(0, 200)}`);
+      assert.equal(r.json?.error, 'invalid_request');
+    }
+
+    // Lena signs in on app1. She is also signed in in a second browser (another IdP session,
+    // so another sid), and mia in a third: the logout must end only the first one.
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    const start = app(HOSTS.app1, '/bc/home');
+    await page.goto(start, { waitUntil: 'domcontentloaded' });
+    await signInAtIdp(page, 'lena', { screenshots: false });
+    await page.waitForURL(start);
+    assert.equal(await shownUser(page), 'lena');
+    const other = await freshLogin(browser, 'lena', '/bc/other-browser');
+    const mia = await freshLogin(browser, 'mia', '/bc/mia');
+    const cookie = await sessionCookieHeader(context);
+    assert.ok(cookie, 'lena has a session cookie');
+    const asXhr = { accept: 'application/json', 'x-requested-with': 'XMLHttpRequest' };
+    const before = await request({ host: HOSTS.app1, path: '/headers', headers: { ...asXhr, cookie } });
+    assert.equal(before.status, 200, 'her session works');
+
+    const deliveries = () => idpEvents('backchannel').filter((e) => e.client === 'gateway');
+    const delivered0 = deliveries().length;
+    const metric0 = await metricSum('oidc_authz_logouts_total', 'kind="backchannel"');
+
+    // She signs out at the IdP itself (as from another application): the browser never
+    // visits the gateway; the IdP tells it over the back channel.
+    const rec = recorder(context);
+    await page.goto(`${stack.issuer}/session/end`, { waitUntil: 'domcontentloaded' });
+    await shot(page, 'idp-end-session-page');
+    await page.click('button[value=yes]');
+    await page.waitForURL((u) => isIdp(u) && u.pathname === '/session/end/success', { waitUntil: 'domcontentloaded' });
+    await shot(page, 'idp-signed-out');
+    rec.stop();
+    const toGateway = rec.requests.filter((u) => new URL(u).hostname.endsWith(`.${HOSTS.domain}`));
+    assert.deepEqual(toGateway, [], 'the browser did not visit any app (the sign-out was at the IdP only)');
+
+    // The IdP posts the logout token during the end-session request; bounded wait anyway.
+    await waitFor('the IdP delivered a back-channel logout to the gateway client', async () => deliveries().length > delivered0, 10_000);
+    const delivery = deliveries().at(-1);
+    assert.equal(delivery.ok, true, `the gateway accepted the logout token: ${JSON.stringify(delivery)}`);
+    assert.equal(delivery.sub, 'lena');
+    assert.ok(delivery.sid, 'the logout token carried a sid');
+    await waitFor(
+      'oidc_authz_logouts_total{kind="backchannel"} to count it',
+      async () => (await metricSum('oidc_authz_logouts_total', 'kind="backchannel"')) > metric0,
+      5_000,
+    );
+
+    // The browser still holds its cookie, and it no longer works.
+    assert.equal(await sessionCookieHeader(context), cookie, 'the browser still holds the same session cookie');
+    const after = await request({ host: HOSTS.app1, path: '/headers', headers: { ...asXhr, cookie } });
+    assert.equal(after.status, 401, `the revoked session cookie is refused: ${after.status} ${after.body.slice(0, 200)}`);
+    assert.equal(after.json?.headers, undefined, 'the backend was not reached');
+    // In the browser: an XHR gets 401, a navigation goes to the IdP's login page.
+    await page.goto(app(HOSTS.app1, '/public/bc-spa.html'), { waitUntil: 'domcontentloaded' });
+    const [xhr] = await xhrs(page, ['/api/bc-orders']);
+    assert.equal(xhr.status, 401, `XHR after the back-channel logout: ${xhr.status}`);
+    assert.equal(xhr.redirected, false);
+    const rec2 = recorder(context);
+    await page.goto(app(HOSTS.app1, '/bc/after-logout'), { waitUntil: 'domcontentloaded' });
+    rec2.stop();
+    await shot(page, 'login-again-after-back-channel-logout');
+    assert.ok(await onIdpLoginPage(page), `the next visit needs a login (at ${page.url()})`);
+    assert.ok(rec2.toIdp().some((u) => u.startsWith(`${stack.issuer}/auth?`)), 'through the IdP authorization endpoint');
+
+    // Other sessions are untouched: her other browser (another sid) and mia.
+    for (const [who, s, user] of [
+      ["lena's other browser", other, 'lena'],
+      ['mia', mia, 'mia'],
+    ]) {
+      const [x] = await xhrs(s.page, ['/headers?still']);
+      assert.equal(x.status, 200, `${who} is still signed in (${x.status})`);
+      assert.equal(x.body.headers['x-auth-request-user'], user);
+      await s.context.close();
+    }
+    await context.close();
   });
 
   await scenario('IdP restart with rotated signing keys: new logins work without restarting oidc-authz', async () => {
