@@ -253,11 +253,12 @@ export async function startIdp({ host = '127.0.0.1', port, clientSecret, appOrig
   // One line per refresh grant and per back-channel logout delivery, for the suite to count.
   const log = (o) => console.log(JSON.stringify(o));
   const isRefresh = (ctx) => ctx.oidc?.params?.grant_type === 'refresh_token';
+  const refreshed = (ctx) => ({ client: ctx.oidc.client?.clientId, sub: ctx.oidc.entities?.RefreshToken?.accountId });
   provider.on('grant.success', (ctx) => {
-    if (isRefresh(ctx)) log({ refresh: { client: ctx.oidc.client?.clientId, ok: true } });
+    if (isRefresh(ctx)) log({ refresh: { ...refreshed(ctx), ok: true } });
   });
   provider.on('grant.error', (ctx, err) => {
-    if (isRefresh(ctx)) log({ refresh: { client: ctx.oidc.client?.clientId, ok: false, error: err.error ?? err.message } });
+    if (isRefresh(ctx)) log({ refresh: { ...refreshed(ctx), ok: false, error: err.error ?? err.message } });
   });
   provider.on('backchannel.success', (_ctx, client, accountId, sid) => {
     log({ backchannel: { client: client.clientId, sub: accountId, sid, ok: true } });

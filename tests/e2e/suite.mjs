@@ -1010,6 +1010,7 @@ async function run(browser) {
     const { context, page } = await ensureAlice();
     await page.goto(app(HOSTS.app1, '/'), { waitUntil: 'domcontentloaded' });
     assert.equal(await shownUser(page), 'alice');
+    const signOuts = await metricSum('oidc_authz_logouts_total', 'kind="sign_out"');
     const rec = recorder(context);
     await page.click('#sign-out');
     // The IdP asks to confirm the sign-out (RP-initiated logout).
@@ -1021,6 +1022,7 @@ async function run(browser) {
     const signOutResponse = rec.responses.find((r) => r.url.startsWith(app(HOSTS.app1, '/oauth2/sign_out')));
     const cleared = (await signOutResponse.response.headerValues('set-cookie')).filter((c) => c.startsWith('_oidc_authz='));
     assert.ok(cleared.some((c) => /Max-Age=0/i.test(c) && /Domain=example\.test/i.test(c)), `the session cookie is deleted on the cookie domain: ${cleared}`);
+    assert.equal((await metricSum('oidc_authz_logouts_total', 'kind="sign_out"')) - signOuts, 1, 'oidc_authz_logouts_total{kind="sign_out"} counted it');
     await shot(page, 'idp-end-session-confirm');
     await page.click('button[value=yes]');
     // Back to post_logout_redirect_uri (app1/), which needs a login again.
@@ -1042,28 +1044,35 @@ async function run(browser) {
   await scenario('refresh: an expired ID token is refreshed in place: no trip to the IdP, a new cookie through Envoy, a fresh token for the backend', async () => {
     // The rule `refresh` (refresh.example.test) uses the IdP client whose ID tokens live
     // REFRESH_CLIENT_TOKEN_TTL (10) seconds and whose refresh token is rotated on every use.
-    const context = await newContext(browser);
-    const page = await context.newPage();
-    const start = app(HOSTS.refresh, '/r/home');
-    await page.goto(start, { waitUntil: 'domcontentloaded' });
-    await signInAtIdp(page, 'rita', { screenshots: false });
-    await page.waitForURL(start);
-    assert.equal(await shownUser(page), 'rita');
-    assert.equal(await page.locator('#rule').textContent(), 'refresh');
-    const cookie0 = await sessionCookieHeader(context);
-    assert.ok(cookie0, 'a session cookie is stored');
-    const [first] = await xhrs(page, ['/headers']);
-    assert.equal(first.status, 200);
-    const t0 = jwtClaims(first.body.headers.authorization);
-    assert.equal(t0.aud, 'gateway-refresh');
-    assert.ok(t0.exp - t0.iat <= 10, `the ID token lives 10 s (iat ${t0.iat}, exp ${t0.exp})`);
-
-    // From here on the browser must never go back to the IdP.
-    const rec = recorder(context);
-    const okRefreshes = () => idpEvents('refresh').filter((e) => e.client === 'gateway-refresh' && e.ok).length;
+    // Rita has a small session; rex, in another browser, one of many groups (several cookie
+    // chunks, so several Set-Cookie lines on one allow).
+    const signIn = async (user, startPath) => {
+      const context = await newContext(browser);
+      const page = await context.newPage();
+      const start = app(HOSTS.refresh, startPath);
+      await page.goto(start, { waitUntil: 'domcontentloaded' });
+      await signInAtIdp(page, user, { screenshots: false });
+      await page.waitForURL(start);
+      assert.equal(await shownUser(page), user);
+      assert.equal(await page.locator('#rule').textContent(), 'refresh');
+      const cookie = await sessionCookieHeader(context);
+      assert.ok(cookie, `${user} has a session cookie`);
+      const [x] = await xhrs(page, ['/headers']);
+      assert.equal(x.status, 200);
+      const token = jwtClaims(x.body.headers.authorization);
+      assert.equal(token.aud, 'gateway-refresh');
+      assert.ok(token.exp - token.iat <= 10, `the ID token lives 10 s (iat ${token.iat}, exp ${token.exp})`);
+      return { context, page, cookie, token, rec: recorder(context) }; // recording from the login on
+    };
+    const refreshesOf = (sub) => idpEvents('refresh').filter((e) => e.client === 'gateway-refresh' && e.sub === sub && e.ok).length;
     const failedRefreshes = () => idpEvents('refresh').filter((e) => e.client === 'gateway-refresh' && !e.ok);
-    const base = okRefreshes();
     const metricBase = await metricSum('oidc_authz_sessions_refreshed_total');
+    const rex = await signIn('many-groups-rex', '/r/rex');
+    assert.ok(rex.cookie.includes('_oidc_authz_2='), "rex's session is chunked");
+    const { context, page, cookie: cookie0, token: t0, rec } = await signIn('rita', '/r/home');
+    const rexBase = refreshesOf('many-groups-rex');
+    const base = refreshesOf('rita');
+    const okRefreshes = () => refreshesOf('rita');
 
     // Expiry 1: five XHRs at once (one refresh for all of them), then navigations.
     await waitPast(t0.exp);
@@ -1089,6 +1098,12 @@ async function run(browser) {
       setCookies.push(...(await r.response.headerValues('set-cookie')).filter((c) => c.startsWith('_oidc_authz')));
     }
     assert.ok(setCookies.length >= 1, 'an allow carried the refreshed session to the browser (Set-Cookie through Envoy)');
+    for (const c of setCookies) {
+      assert.match(c, /HttpOnly/i, c);
+      assert.match(c, /SameSite=Lax/i, c);
+      assert.match(c, /Path=\//i, c);
+      assert.doesNotMatch(c, /Domain=/i, `the rule has no cookie_domain: a host-only cookie (${c.replace(/=[^;]+/, '=…')})`);
+    }
     const cookie1 = await sessionCookieHeader(context);
     assert.ok(cookie1 && cookie1 !== cookie0, "the browser's session cookie changed");
     assert.equal(okRefreshes() - base, 1, `one refresh at the IdP's token endpoint for the expiry (${JSON.stringify(idpEvents('refresh').slice(-6))})`);
@@ -1110,6 +1125,27 @@ async function run(browser) {
     assert.ok(tOld.iat >= t1.iat, `the previous cookie gets the refreshed session (iat ${tOld.iat}, refreshed ${t1.iat}, original ${t0.iat})`);
     assert.equal(okRefreshes() - base, 1, 'no second refresh for the previous cookie');
 
+    // Rex's chunked session: every chunk of the refreshed session reaches his browser.
+    await waitPast(rex.token.exp);
+    const [rx] = await xhrs(rex.page, ['/headers?rex']);
+    assert.equal(rx.status, 200, `rex after expiry: ${rx.status}`);
+    assert.ok(jwtClaims(rx.body.headers.authorization).iat > rex.token.iat, 'rex gets a fresh ID token');
+    assert.equal(rx.body.headers['x-auth-request-groups'].split(',').length, 121);
+    const rexSetCookies = [];
+    for (const r of rex.rec.responses.filter((x) => x.url.includes('/headers?rex'))) {
+      rexSetCookies.push(...(await r.response.headerValues('set-cookie')).filter((c) => c.startsWith('_oidc_authz')));
+    }
+    const rexCookie = await sessionCookieHeader(rex.context);
+    assert.ok(rexSetCookies.length >= 2, `one allow carried every chunk: ${rexSetCookies.map((c) => c.split('=')[0]).join(', ')}`);
+    assert.ok(rexCookie !== rex.cookie && rexCookie.includes('_oidc_authz_2=') && !/(^|; )_oidc_authz=/.test(rexCookie), `rex holds the new chunks (${rexCookie.replace(/=[^;]+/g, '')})`);
+    const rexNav = await rex.page.goto(app(HOSTS.refresh, '/r/rex/next'), { waitUntil: 'domcontentloaded' });
+    assert.equal(rexNav.status(), 200);
+    assert.equal(await shownUser(rex.page), 'many-groups-rex', 'the new chunks work');
+    assert.equal(refreshesOf('many-groups-rex') - rexBase, 1, 'one refresh for rex');
+    rex.rec.stop();
+    assert.deepEqual(rex.rec.toIdp(), [], 'rex never went back to the IdP');
+    await rex.context.close();
+
     // Expiry 2: a navigation first, then an XHR. The rotated refresh token was kept.
     await waitPast(t1.exp);
     const nav = await page.goto(app(HOSTS.refresh, '/r/after-second-expiry'), { waitUntil: 'domcontentloaded' });
@@ -1128,7 +1164,7 @@ async function run(browser) {
     rec.stop();
     assert.deepEqual(rec.toIdp(), [], 'the browser never went back to the IdP (no /auth request after the login)');
     const refreshed = (await metricSum('oidc_authz_sessions_refreshed_total')) - metricBase;
-    assert.ok(refreshed >= 2, `oidc_authz_sessions_refreshed_total counted the refreshes (+${refreshed})`);
+    assert.ok(refreshed >= 3, `oidc_authz_sessions_refreshed_total counted the three refreshes (+${refreshed})`);
     await context.close();
   });
 
