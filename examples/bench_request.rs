@@ -103,6 +103,7 @@ fn run(config_path: &Path, url: &str, out: &Path) -> Result<String, String> {
         refresh_token: None,
         created_at: now,
         expires_at: now + 3600,
+        access_expires_at: None,
     };
     let codec = SessionCodec::new(&config.session);
     let set_cookies = codec.write_session(&session, rule.cookie_domain.as_deref(), std::iter::empty(), now);

@@ -23,6 +23,9 @@ pub struct App {
     /// Where sessions are loaded, saved, cleared and revoked.
     pub session_store: SessionStore,
     pub metrics: Metrics,
+    /// `session.refresh_grace` in seconds: how long past expiry a session is served while the
+    /// IdP cannot be reached at refresh.
+    pub refresh_grace_secs: u64,
 }
 
 impl App {
@@ -36,6 +39,7 @@ impl App {
             sessions,
             session_store,
             metrics: Metrics::default(),
+            refresh_grace_secs: config.session.refresh_grace.as_secs(),
         });
         app.start_providers();
         app

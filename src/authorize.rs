@@ -11,10 +11,11 @@ use crate::identity::{check_allowed, Identity};
 use crate::metrics::Outcome;
 use crate::oidc::provider::Expectation;
 use crate::oidc::token::TokenError;
+use crate::refresh::{self, Fresh};
 use crate::reply::{escape_for_log, Reply};
 use crate::rules::normalize::{parse_host, RequestPath};
 use crate::rules::Rule;
-use crate::session::cookies;
+use crate::session::{cookies, Session};
 
 /// Identity headers we set; any other client-sent `x-auth-request-*` header is removed.
 pub const IDENTITY_PREFIX: &str = "x-auth-request-";
@@ -190,36 +191,33 @@ async fn login_with(
     spoofed: Vec<String>,
     now: u64,
 ) -> Decision {
-    // 1. A session cookie for this rule's issuer and client (not signed out).
-    if let Some(session) = app.session_store.load(cookie_header, now).await {
-        if session.is_live(now) && session.is_for(&rule.issuer, &rule.client_id) {
-            if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
-                return Decision::respond(
-                    Outcome::Forbidden,
-                    forbidden(
-                        req,
-                        Some(&rule.name),
-                        e.requirement,
-                        &e.detail,
-                        Some(&session.identity),
-                    ),
-                );
+    // 1. A session cookie for this rule's issuer and client (not signed out), refreshed when
+    //    its tokens have run out.
+    let session = app
+        .session_store
+        .load(cookie_header, now)
+        .await
+        .filter(|s| s.is_for(&rule.issuer, &rule.client_id));
+    if let Some(session) = session {
+        let (session, renewed) = match refresh::fresh(app, rule, session, now).await {
+            Fresh::Current(s) | Fresh::Grace(s) => (Some(s), false),
+            Fresh::Renewed(s) => (Some(s), true),
+            Fresh::Ended => (None, false),
+        };
+        if let Some(session) = session {
+            let mut decision = session_allow(app, rule, req, &session, cookie_header, spoofed);
+            if renewed {
+                if let Verdict::Allow(allow) = &mut decision.verdict {
+                    // The browser keeps the refreshed session (through Envoy's
+                    // `response_headers_to_add`).
+                    let present: Vec<&str> = cookies::pairs(cookie_header).map(|(n, _)| n).collect();
+                    allow.response_cookies = app
+                        .session_store
+                        .save(&session, rule.cookie_domain.as_deref(), &present, now)
+                        .await;
+                }
             }
-            let token = match rule.upstream_token {
-                UpstreamToken::IdToken => Some(session.id_token.as_str()),
-                UpstreamToken::AccessToken => session.access_token.as_deref(),
-                UpstreamToken::None => None,
-            };
-            let mut allow = identity_allow(rule, &session.identity, spoofed);
-            match token {
-                Some(t) => allow.set.push(("authorization", format!("Bearer {t}"))),
-                // The session authenticated this request, not whatever the client put in
-                // `authorization`: it must not reach the backend as if we had vouched for it.
-                None if req.header("authorization").is_some() => allow.remove.push("authorization".into()),
-                None => {}
-            }
-            strip_session_cookie(app, cookie_header, &mut allow);
-            return Decision::allow(Outcome::AllowSession, allow);
+            return decision;
         }
     }
 
@@ -281,6 +279,45 @@ async fn login_with(
     } else {
         Decision::respond(Outcome::Unauthorized, Reply::unauthorized(&rule.name, None))
     }
+}
+
+/// The answer for a request on a current session of `rule`'s: 403 when the identity is not
+/// allowed, else an allow with the identity headers and the upstream token.
+fn session_allow(
+    app: &App,
+    rule: &Rule,
+    req: &RequestFacts<'_>,
+    session: &Session,
+    cookie_header: &str,
+    spoofed: Vec<String>,
+) -> Decision {
+    if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
+        return Decision::respond(
+            Outcome::Forbidden,
+            forbidden(
+                req,
+                Some(&rule.name),
+                e.requirement,
+                &e.detail,
+                Some(&session.identity),
+            ),
+        );
+    }
+    let token = match rule.upstream_token {
+        UpstreamToken::IdToken => Some(session.id_token.as_str()),
+        UpstreamToken::AccessToken => session.access_token.as_deref(),
+        UpstreamToken::None => None,
+    };
+    let mut allow = identity_allow(rule, &session.identity, spoofed);
+    match token {
+        Some(t) => allow.set.push(("authorization", format!("Bearer {t}"))),
+        // The session authenticated this request, not whatever the client put in
+        // `authorization`: it must not reach the backend as if we had vouched for it.
+        None if req.header("authorization").is_some() => allow.remove.push("authorization".into()),
+        None => {}
+    }
+    strip_session_cookie(app, cookie_header, &mut allow);
+    Decision::allow(Outcome::AllowSession, allow)
 }
 
 fn is_navigation(req: &RequestFacts<'_>) -> bool {

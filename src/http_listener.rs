@@ -1,9 +1,12 @@
-//! The HTTP edge: `/oauth2/*` (callback, start, sign-out, userinfo), `/healthz`, `/readyz` and
+//! The HTTP edge: `/oauth2/*` (callback, start, sign-out, userinfo, back-channel and
+//! front-channel logout), `/healthz`, `/readyz` and
 //! `/metrics`. The login flow itself lives in `login`, sign-out and userinfo in
 //! `session_endpoints`; this file only maps HTTP in and out.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -17,7 +20,7 @@ use crate::metrics::Outcome;
 use crate::redirect_guard::checked_target;
 use crate::reply::{Reply, SIGN_OUT_PATH};
 use crate::rules::normalize::parse_host;
-use crate::session_endpoints::{self, no_rule, request_base, EndpointRequest};
+use crate::session_endpoints::{self, no_rule, request_base, EndpointRequest, MAX_LOGOUT_BODY};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -27,8 +30,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/oauth2/userinfo", get(userinfo))
         .route(
             "/oauth2/backchannel_logout",
-            axum::routing::post(backchannel_logout),
+            axum::routing::post(backchannel_logout)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_LOGOUT_BODY)),
         )
+        .route("/oauth2/frontchannel_logout", get(frontchannel_logout))
         .route_layer(axum::middleware::from_fn(refuse_bad_host))
         .route(
             "/healthz",
@@ -195,11 +200,25 @@ async fn userinfo(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     to_response(session_endpoints::userinfo(&app, &request).await)
 }
 
-async fn backchannel_logout() -> Response {
-    to_response(Reply::json(
-        501,
-        json!({"error": "not_implemented", "message": "back-channel logout is not supported in this release"}),
-    ))
+/// The body is read as bytes (a form; a wrong content type is not held against the IdP), at
+/// most `MAX_LOGOUT_BODY`: a larger one is a 400 like any bad logout request.
+async fn backchannel_logout(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    match body {
+        Ok(body) => to_response(session_endpoints::backchannel_logout(&app, &body, now()).await),
+        Err(_) => to_response(Reply::json(400, json!({"error": "invalid_request"}))),
+    }
+}
+
+async fn frontchannel_logout(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let cookie = cookie_header(&headers);
+    let iss = query_param(&query, "iss");
+    let sid = query_param(&query, "sid");
+    let request = endpoint_request(&headers, &cookie, None);
+    to_response(session_endpoints::frontchannel_logout(&app, &request, iss.as_deref(), sid.as_deref()).await)
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

@@ -21,18 +21,23 @@
 //! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`),
 //!   the bounded set of revoked session ids (`session::revocations`), and `session::store`,
 //!   the one seam the request paths use to load, save, clear and revoke sessions (cookie store
-//!   today), revoke by IdP `sid`/`sub`, and take a session's refresh lock.
+//!   today), revoke by IdP `sid`/`sub`, take a session's refresh lock and remember its result,
+//!   and remember used logout tokens.
 //! - `oidc`: the identity providers: `oidc::claims` (a token's claims, typed accessors),
 //!   `oidc::fetch` (the HTTP client, bounded bodies),
 //!   `oidc::discovery`, `oidc::keys` (the JWKS cache), `oidc::token` (validation),
-//!   `oidc::exchange` (code exchange) and `oidc::provider` (live providers, one per issuer).
+//!   `oidc::logout_token` (back-channel logout tokens), `oidc::exchange` (the code exchange and
+//!   the refresh grant) and `oidc::provider` (live providers, one per issuer).
 //! - `login`: the authorization-code flow (begin, complete), shared by `Check` and HTTP.
+//! - `refresh`: keeps a session going past its tokens' expiry (the refresh-token grant, one at
+//!   a time per session, its result shared; `refresh_grace` when the IdP is down).
 //! - `redirect_guard`: which `rd` targets are allowed (no open redirects).
 //! - `authorize`: one request end to end, protocol-free: facts in, `Verdict` out.
 //! - `reply`: protocol-free responses (redirects, JSON errors, HTML pages), and
 //!   `escape_for_log` for request values in logs.
 //! - `check`: the Envoy edge (`CheckRequest` → facts, `Verdict` → `CheckResponse`).
-//! - `session_endpoints`: sign-out and userinfo, protocol-free: request facts in, `Reply` out.
+//! - `session_endpoints`: sign-out, userinfo, back-channel and front-channel logout,
+//!   protocol-free: request facts in, `Reply` out.
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
 //! - `app`: shared state; `clock`: Unix seconds; `metrics`: counters; `server`: listeners and
 //!   graceful shutdown.
@@ -64,6 +69,7 @@ pub(crate) mod login;
 pub(crate) mod metrics;
 pub(crate) mod oidc;
 pub(crate) mod redirect_guard;
+pub(crate) mod refresh;
 pub(crate) mod reply;
 pub mod rule_source;
 pub mod rules;

@@ -12,7 +12,7 @@ use url::Url;
 use crate::app::App;
 use crate::identity::Identity;
 use crate::metrics::Outcome;
-use crate::oidc::exchange::{exchange_code, CodeExchange, Tokens};
+use crate::oidc::exchange::{exchange_code, Client, CodeExchange, Tokens};
 use crate::oidc::fetch::FetchError;
 use crate::oidc::provider::{Expectation, Provider};
 use crate::oidc::token::{self, TokenError};
@@ -330,6 +330,7 @@ async fn sign_in(
         refresh_token: tokens.refresh_token,
         created_at: now,
         expires_at: token::expiry(&claims),
+        access_expires_at: tokens.expires_in.map(|s| now.saturating_add(s)),
     })
 }
 
@@ -370,8 +371,10 @@ async fn exchange(
         code,
         redirect_uri: rule.redirect_url.as_str(),
         pkce_verifier: &login.pkce_verifier,
-        client_id: &rule.client_id,
-        client_secret: rule.client_secret.expose(),
+        client: Client {
+            id: &rule.client_id,
+            secret: rule.client_secret.expose(),
+        },
     };
     exchange_code(provider.http(), &discovered.metadata, &exchange)
         .await

@@ -1,13 +1,18 @@
-//! Counters of what `Check` and the listener decided, exposed at `/metrics` in the Prometheus
-//! text format. Plain atomics: counting must cost nothing on the hot path.
+//! Counters of what `Check` and the listener decided, of refreshes and of logouts, exposed at
+//! `/metrics` in the Prometheus text format. Plain atomics: counting must cost nothing on the
+//! hot path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
     ($($field:ident => $label:literal),* $(,)?) => {
-        /// Decision counters.
+        /// Decision counters, refreshes by result and logouts by kind.
         #[derive(Debug, Default)]
-        pub struct Metrics { $(pub $field: AtomicU64,)* }
+        pub struct Metrics {
+            $(pub $field: AtomicU64,)*
+            refreshed: [AtomicU64; RefreshOutcome::ALL.len()],
+            logouts: [AtomicU64; LogoutKind::ALL.len()],
+        }
 
         impl Metrics {
             /// The counters in the Prometheus text format.
@@ -20,6 +25,22 @@ macro_rules! counters {
                         self.$field.load(Ordering::Relaxed)
                     ));
                 )*
+                out.push_str("# TYPE oidc_authz_sessions_refreshed_total counter\n");
+                for (o, c) in RefreshOutcome::ALL.iter().zip(&self.refreshed) {
+                    out.push_str(&format!(
+                        "oidc_authz_sessions_refreshed_total{{result=\"{}\"}} {}\n",
+                        o.label(),
+                        c.load(Ordering::Relaxed)
+                    ));
+                }
+                out.push_str("# TYPE oidc_authz_logouts_total counter\n");
+                for (k, c) in LogoutKind::ALL.iter().zip(&self.logouts) {
+                    out.push_str(&format!(
+                        "oidc_authz_logouts_total{{kind=\"{}\"}} {}\n",
+                        k.label(),
+                        c.load(Ordering::Relaxed)
+                    ));
+                }
                 out
             }
         }
@@ -56,7 +77,76 @@ pub enum Outcome {
     Callback,
 }
 
+/// What one refresh-token grant came to: the `result` label of
+/// `oidc_authz_sessions_refreshed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// New tokens.
+    Success,
+    /// The IdP answered `invalid_grant`: the session ended.
+    InvalidGrant,
+    /// Another refusal, or tokens that did not validate: the session ended.
+    Rejected,
+    /// The IdP could not be reached or answered 5xx (`refresh_grace` applies).
+    Unavailable,
+}
+
+impl RefreshOutcome {
+    const ALL: [RefreshOutcome; 4] = [
+        RefreshOutcome::Success,
+        RefreshOutcome::InvalidGrant,
+        RefreshOutcome::Rejected,
+        RefreshOutcome::Unavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefreshOutcome::Success => "success",
+            RefreshOutcome::InvalidGrant => "invalid_grant",
+            RefreshOutcome::Rejected => "rejected",
+            RefreshOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// How a session was ended: the `kind` label of `oidc_authz_logouts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutKind {
+    /// `/oauth2/sign_out` (same site).
+    SignOut,
+    /// A valid back-channel logout token.
+    Backchannel,
+    /// `/oauth2/frontchannel_logout` that ended the browser's session.
+    Frontchannel,
+}
+
+impl LogoutKind {
+    const ALL: [LogoutKind; 3] = [
+        LogoutKind::SignOut,
+        LogoutKind::Backchannel,
+        LogoutKind::Frontchannel,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LogoutKind::SignOut => "sign_out",
+            LogoutKind::Backchannel => "backchannel",
+            LogoutKind::Frontchannel => "frontchannel",
+        }
+    }
+}
+
 impl Metrics {
+    /// Counts one refresh-token grant.
+    pub fn record_refresh(&self, outcome: RefreshOutcome) {
+        bump(&self.refreshed[outcome as usize]);
+    }
+
+    /// Counts one logout.
+    pub fn record_logout(&self, kind: LogoutKind) {
+        bump(&self.logouts[kind as usize]);
+    }
+
     /// Counts one decision.
     pub fn record(&self, outcome: Outcome) {
         bump(match outcome {

@@ -1,14 +1,21 @@
-//! The session work behind `/oauth2/sign_out` and `/oauth2/userinfo`, protocol-free: plain
-//! facts about a request in (`EndpointRequest`), a `Reply` out. Which session, its revocation,
-//! which cookies to clear, whether a sign-out came from another site, where to send the browser
-//! afterwards, and the userinfo body are decided here, so `http_listener` only reads headers.
+//! The session work behind `/oauth2/sign_out`, `/oauth2/userinfo`,
+//! `/oauth2/backchannel_logout` and `/oauth2/frontchannel_logout`, protocol-free: plain facts
+//! about a request in (`EndpointRequest`, or a form body), a `Reply` out. Which session, its
+//! revocation, which cookies to clear, whether a sign-out came from another site, where to send
+//! the browser afterwards, the userinfo body and which logout token ends which sessions are
+//! decided here, so `http_listener` only reads headers.
 
 use serde_json::json;
 use url::Url;
 
 use crate::app::App;
+use crate::config::UpstreamToken;
+use crate::metrics::LogoutKind;
+use crate::oidc::claims::Claims;
+use crate::oidc::logout_token::{Logout, LogoutTokenError};
 use crate::redirect_guard::checked_target;
-use crate::reply::{Reply, SIGN_OUT_PATH};
+use crate::refresh::{self, Fresh};
+use crate::reply::{escape_for_log, Reply, SIGN_OUT_PATH};
 use crate::rules::normalize::{normalize_host, parse_host};
 use crate::rules::Rule;
 use crate::session::cookies;
@@ -194,47 +201,193 @@ pub async fn sign_out(app: &App, request: &EndpointRequest<'_>) -> Reply {
         }
     };
     tracing::info!(rule = %rule.name, revoked = session.is_some(), "signed out");
+    app.metrics.record_logout(LogoutKind::SignOut);
     Reply::redirect(location.as_str(), clear)
 }
 
 /// The live session's identity as JSON (the email only where it counts for the session's
-/// rule), or a 401 naming the rule that serves the request's host.
+/// rule), or a 401 naming the rule that serves the request's host. A session whose tokens ran
+/// out is refreshed first, as `Check` would (the new cookie comes with the answer).
 pub async fn userinfo(app: &App, request: &EndpointRequest<'_>) -> Reply {
     let rules = app.rules.load();
     let host = request.host();
     let now = request.now;
-    let session = app
-        .session_store
-        .load(request.cookie_header, now)
-        .await
-        .filter(|s| s.is_live(now));
     let rule_name = rules
         .endpoint_rule(&host)
         .map(|r| r.name.clone())
         .unwrap_or_default();
-    match session {
-        Some(s) => {
-            let rule = rules.enabled().find(|r| s.is_for(&r.issuer, &r.client_id));
-            // Only an email that counts for the session's rule is shown.
-            let email = s
-                .identity
-                .email_for(rule.is_some_and(|r| r.allowed.allow_unverified_email));
-            let rule = rule.map(|r| r.name.clone());
-            Reply::json(
-                200,
-                json!({
-                    "sub": s.identity.sub,
-                    "email": email,
-                    "preferred_username": s.identity.preferred_username,
-                    "groups": s.identity.groups,
-                    "rule": rule,
-                    "issuer": s.iss,
-                    "expires_at": s.expires_at,
-                }),
-            )
+    let Some(session) = app.session_store.load(request.cookie_header, now).await else {
+        return Reply::unauthorized(&rule_name, None);
+    };
+    let rule = rules.enabled().find(|r| session.is_for(&r.issuer, &r.client_id));
+    let (session, cookies) = match rule {
+        Some(rule) => match refresh::fresh(app, rule, session, now).await {
+            Fresh::Current(s) | Fresh::Grace(s) => (s, Vec::new()),
+            Fresh::Renewed(s) => {
+                let present: Vec<&str> = cookies::pairs(request.cookie_header).map(|(n, _)| n).collect();
+                let set = app
+                    .session_store
+                    .save(&s, rule.cookie_domain.as_deref(), &present, now)
+                    .await;
+                (s, set)
+            }
+            Fresh::Ended => return Reply::unauthorized(&rule_name, None),
+        },
+        // No enabled rule takes this session any more: shown while its ID token lasts.
+        None if session.refresh_due(now, UpstreamToken::IdToken).is_none() => (session, Vec::new()),
+        None => return Reply::unauthorized(&rule_name, None),
+    };
+    // Only an email that counts for the session's rule is shown.
+    let email = session
+        .identity
+        .email_for(rule.is_some_and(|r| r.allowed.allow_unverified_email));
+    let mut reply = Reply::json(
+        200,
+        json!({
+            "sub": session.identity.sub,
+            "email": email,
+            "preferred_username": session.identity.preferred_username,
+            "groups": session.identity.groups,
+            "rule": rule.map(|r| r.name.clone()),
+            "issuer": session.iss,
+            "expires_at": session.expires_at,
+        }),
+    );
+    reply.add_cookies(cookies);
+    reply
+}
+
+/// Largest back-channel logout request body read.
+pub const MAX_LOGOUT_BODY: usize = 64 * 1024;
+
+/// OIDC Back-Channel Logout 1.0: the form body's `logout_token`, validated against the rules
+/// with its `iss` and `aud`, ends the sessions of its `sid` (that IdP session only) or, without
+/// one, of its `sub`. 200 (`cache-control: no-store`, as every `Reply`); a bad or replayed token
+/// is 400 `{"error": "invalid_request"}` and revokes nothing.
+///
+/// The rule is found from the token, not from the host it was posted to: an IdP may call an
+/// in-cluster address. Its signature decides; the unverified `iss`/`aud` only pick the keys.
+pub async fn backchannel_logout(app: &App, body: &[u8], now: u64) -> Reply {
+    match logout_of(app, body, now).await {
+        Ok((rule, issuer, logout)) => {
+            match (&logout.sid, &logout.sub) {
+                (Some(sid), _) => {
+                    app.session_store.revoke_sid(&issuer, sid).await;
+                }
+                (None, Some(sub)) => {
+                    app.session_store.revoke_sub(&issuer, sub).await;
+                }
+                (None, None) => {}
+            }
+            app.metrics.record_logout(LogoutKind::Backchannel);
+            tracing::info!(
+                rule = %rule,
+                by = if logout.sid.is_some() { "sid" } else { "sub" },
+                "back-channel logout: sessions revoked"
+            );
+            Reply::json(200, json!({}))
         }
-        None => Reply::unauthorized(&rule_name, None),
+        Err(e) => {
+            tracing::info!(reason = %escape_for_log(&e), "back-channel logout refused");
+            Reply::json(400, json!({"error": "invalid_request"}))
+        }
     }
+}
+
+/// The valid logout token in `body`: the rule that accepted it, its issuer, and what it ends.
+async fn logout_of(app: &App, body: &[u8], now: u64) -> Result<(String, String, Logout), LogoutTokenError> {
+    let mut tokens = url::form_urlencoded::parse(body)
+        .take(16)
+        .filter(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned());
+    let token = match (tokens.next(), tokens.next()) {
+        (Some(t), None) if !t.is_empty() => t,
+        _ => return Err(crate::oidc::token::TokenError::Malformed.into()),
+    };
+    let unverified = unverified_claims(&token).ok_or(crate::oidc::token::TokenError::Malformed)?;
+    let issuer = unverified.issuer().unwrap_or_default();
+    let audiences = unverified.audiences().unwrap_or_default();
+    let rules = app.rules.load();
+    let mut first_error = None;
+    let mut tried: Vec<(&str, &str)> = Vec::new();
+    for rule in rules
+        .enabled()
+        .filter(|r| r.issuer == issuer && audiences.contains(&r.client_id.as_str()))
+    {
+        if tried.contains(&(rule.provider_key.as_str(), rule.client_id.as_str())) {
+            continue;
+        }
+        tried.push((&rule.provider_key, &rule.client_id));
+        let Some(provider) = app.providers.get(&rule.provider_key) else {
+            continue;
+        };
+        match provider.verify_logout_token(&token, &rule.client_id, now).await {
+            Ok(logout) => {
+                if !app
+                    .session_store
+                    .first_use_of_logout_token(&rule.issuer, &logout.jti, logout.refused_after)
+                    .await
+                {
+                    return Err(LogoutTokenError::Replayed);
+                }
+                return Ok((rule.name.clone(), rule.issuer.clone(), logout));
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(LogoutTokenError::NoRule))
+}
+
+/// A JWT's claims read without checking anything: only to pick which rule's keys check it.
+fn unverified_claims(token: &str) -> Option<Claims> {
+    use base64::Engine;
+    if token.len() > crate::oidc::token::MAX_TOKEN_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// OIDC Front-Channel Logout 1.0 (`GET /oauth2/frontchannel_logout?iss&sid`, loaded by the
+/// IdP's logout page in an iframe): when the browser's session is of that issuer and IdP
+/// session, it is revoked and its cookies cleared. Nothing else is revoked: an unauthenticated
+/// GET must not be able to end (or flood the revocation set with) sessions it does not hold.
+/// The answer is always 200, an empty page that is never cached.
+pub async fn frontchannel_logout(
+    app: &App,
+    request: &EndpointRequest<'_>,
+    iss: Option<&str>,
+    sid: Option<&str>,
+) -> Reply {
+    let mut reply = Reply::page(200, "Signed out", "You are signed out of this application.", None);
+    let (Some(iss), Some(sid)) = (iss, sid) else {
+        return reply;
+    };
+    let Some(session) = app.session_store.load(request.cookie_header, request.now).await else {
+        return reply;
+    };
+    if session.iss != iss || session.sid() != Some(sid) {
+        return reply;
+    }
+    app.session_store.revoke(&session).await;
+    let rules = app.rules.load();
+    let present: Vec<&str> = cookies::pairs(request.cookie_header).map(|(n, _)| n).collect();
+    for rule in rules
+        .enabled()
+        .filter(|r| session.is_for(&r.issuer, &r.client_id))
+        .take(1)
+    {
+        reply.add_cookies(app.session_store.clear(rule.cookie_domain.as_deref(), &present));
+    }
+    reply.add_cookies(app.session_store.clear(None, &present));
+    app.metrics.record_logout(LogoutKind::Frontchannel);
+    tracing::info!("front-channel logout: session revoked");
+    reply
 }
 
 #[cfg(test)]

@@ -163,6 +163,10 @@ pub struct SessionConfig {
     pub same_site: SameSite,
     #[serde(default = "default_max_lifetime", with = "duration_text")]
     pub max_lifetime: Duration,
+    /// How long past its token's expiry a session is still served while the IdP cannot be
+    /// reached (or answers 5xx) at refresh. `0s`: not at all.
+    #[serde(default = "default_refresh_grace", with = "duration_text")]
+    pub refresh_grace: Duration,
 }
 
 fn default_cookie_name() -> String {
@@ -170,6 +174,9 @@ fn default_cookie_name() -> String {
 }
 fn default_max_lifetime() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn default_refresh_grace() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 fn yes() -> bool {
     true

@@ -100,6 +100,7 @@ session:
   secure: true                               # false only for plain-http development
   same_site: lax
   max_lifetime: 24h                          # absolute cap, refreshes included
+  refresh_grace: 5m                          # IdP unreachable at refresh: serve this long past expiry
 rules_store: file:rules.yaml                 # file:PATH (relative to this file) | redis://… | inline
                                              # inline: the rules below ARE the store (read-only API)
 default_action: allow                        # when no rule decides: allow | deny
@@ -155,6 +156,7 @@ fn design_example_configuration_parses() {
     assert!(config.session.secure);
     assert_eq!(config.session.same_site, SameSite::Lax);
     assert_eq!(config.session.max_lifetime, Duration::from_secs(24 * 3600));
+    assert_eq!(config.session.refresh_grace, Duration::from_secs(5 * 60));
     assert_eq!(
         config.rules_store,
         RulesStore::File(PathBuf::from("/etc/oidc-authz/rules.yaml"))
@@ -206,6 +208,7 @@ fn minimal_configuration_takes_the_documented_defaults() {
     assert_eq!(config.session.cookie_name, "_oidc_authz");
     assert!(config.session.secure);
     assert_eq!(config.session.max_lifetime, Duration::from_secs(24 * 3600));
+    assert_eq!(config.session.refresh_grace, Duration::from_secs(5 * 60));
     assert_eq!(config.default_action, DefaultAction::Allow);
     let corp = &config.rules[0];
     assert!(corp.enabled);
@@ -692,6 +695,25 @@ fn zero_max_lifetime_is_an_error_naming_the_field() {
         assert_eq!(found.field, "session.max_lifetime", "{zero}");
         assert!(found.message.contains("positive"), "{found:?}");
     }
+}
+
+#[test]
+fn refresh_grace_may_be_zero_and_a_bad_one_names_the_field() {
+    for (text, seconds) in [("0s", 0), ("30s", 30), ("10m", 600)] {
+        let config = parse_ok(&format!(
+            "session:\n  secrets: [\"{SECRET}\"]\n  refresh_grace: {text}\n"
+        ));
+        assert_eq!(
+            config.session.refresh_grace,
+            Duration::from_secs(seconds),
+            "{text}"
+        );
+    }
+    let found = only_error(&format!(
+        "session:\n  secrets: [\"{SECRET}\"]\n  refresh_grace: a-while\n"
+    ));
+    assert_eq!(found.file, FILE);
+    assert_eq!(found.field, "session.refresh_grace", "{found:?}");
 }
 
 #[test]

@@ -73,7 +73,17 @@ impl Claims {
 
     /// A logout token (OIDC Back-Channel Logout 1.0 §2.4) carries `events`.
     pub fn has_events(&self) -> bool {
-        self.0.contains_key("events")
+        self.has("events")
+    }
+
+    /// `events`, when it is a JSON object.
+    pub fn events(&self) -> Option<&Map<String, Value>> {
+        self.0.get("events").and_then(Value::as_object)
+    }
+
+    /// Whether the claim is present, whatever its value.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
     }
 
     /// Whether the email is verified: only an `email_verified` of `false` (or the string

@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 
 use super::claims::Claims;
 use super::discovery::{self, Metadata};
-use super::keys::{KeyCache, KeyError};
-use super::token::{self, Expect, TokenError};
+use super::keys::{KeyCache, KeyError, VerifyKey};
+use super::logout_token::{self, Logout, LogoutTokenError};
+use super::token::{self, Expect, TokenError, TokenHeader};
 
 /// Backoff of discovery retries: starts here, doubles, and never waits longer than the cap.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -148,19 +149,39 @@ impl Provider {
             }
         }
         let header = token::read_header(token, &d.algorithms)?;
-        let key = self
-            .keys
-            .key(&self.http, &d.metadata.jwks_uri, header.kid.as_deref())
-            .await
-            .map_err(|e| match e {
-                KeyError::Unavailable(_) => TokenError::KeysUnavailable,
-                KeyError::UnknownKid => TokenError::UnknownKey,
-            })?;
+        let key = self.key_for(&d, &header).await?;
         let claims = Arc::new(token::verify(token, &header, &key, &expect)?);
         if let Some(k) = cache_key {
             self.verified.insert(k, claims.clone()).await;
         }
         Ok(claims)
+    }
+
+    /// Verifies a back-channel logout token for `client_id`: the signature against this
+    /// provider's keys, then the claims (`logout_token::check`). Never cached: each is used once.
+    pub async fn verify_logout_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Logout, LogoutTokenError> {
+        let d = self.discovered().ok_or(TokenError::KeysUnavailable)?;
+        let header = token::read_logout_header(token, &d.algorithms)?;
+        let key = self.key_for(&d, &header).await?;
+        let claims = token::verify_signature(token, &header, &key)?;
+        logout_token::check(&claims, &self.issuer, client_id, now)
+    }
+
+    /// The key that signed a token with `header` (the JWKS is refetched, rate-limited, for an
+    /// unknown kid).
+    async fn key_for(&self, d: &Discovered, header: &TokenHeader) -> Result<Arc<VerifyKey>, TokenError> {
+        self.keys
+            .key(&self.http, &d.metadata.jwks_uri, header.kid.as_deref())
+            .await
+            .map_err(|e| match e {
+                KeyError::Unavailable(_) => TokenError::KeysUnavailable,
+                KeyError::UnknownKid => TokenError::UnknownKey,
+            })
     }
 }
 
@@ -189,6 +210,16 @@ impl<'a> Expectation<'a> {
             client_id,
             audiences: &[],
             nonce: Some(nonce),
+        }
+    }
+
+    /// An ID token from a refresh: for `client_id`, as at the callback but without a nonce
+    /// (there is no login to match).
+    pub fn refreshed_id_token(client_id: &'a str) -> Expectation<'a> {
+        Expectation {
+            client_id,
+            audiences: &[],
+            nonce: None,
         }
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! These checks are for ID tokens and bearer tokens: a header with `crit` (RFC 7515 §4.1.11; we
 //! understand no extension), a `typ` of `logout+jwt` and an `events` claim are refused, so a
-//! back-channel logout token can never be used to sign in. A logout-token validator must not
-//! reuse `read_header`/`check_claims` as they are.
+//! back-channel logout token can never be used to sign in. Logout tokens are read with
+//! `read_logout_header` and their claims checked by `logout_token`.
 
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
@@ -106,6 +106,26 @@ pub struct TokenHeader {
 /// Reads the header and applies the algorithm policy. `alg: none` and unknown algorithms fail
 /// here, as does any HMAC algorithm, a header with `crit` and a logout token's `typ`.
 pub fn read_header(token: &str, accepted: &[Algorithm]) -> Result<TokenHeader, TokenError> {
+    parse_header(token, accepted, Kind::SignIn)
+}
+
+/// Reads a back-channel logout token's header: the same algorithm policy and `crit` rule as
+/// `read_header`, but a `typ` of `logout+jwt` is what it should be (and, as OIDC Back-Channel
+/// Logout 1.0 §2.4 only recommends it, its absence is not held against it).
+pub fn read_logout_header(token: &str, accepted: &[Algorithm]) -> Result<TokenHeader, TokenError> {
+    parse_header(token, accepted, Kind::Logout)
+}
+
+/// What a token is read for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An ID token or a bearer token.
+    SignIn,
+    /// A back-channel logout token.
+    Logout,
+}
+
+fn parse_header(token: &str, accepted: &[Algorithm], kind: Kind) -> Result<TokenHeader, TokenError> {
     if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
         return Err(TokenError::Malformed);
     }
@@ -114,7 +134,7 @@ pub fn read_header(token: &str, accepted: &[Algorithm]) -> Result<TokenHeader, T
     if raw.contains_key("crit") {
         return Err(TokenError::CriticalHeader);
     }
-    if raw.get("typ").and_then(Value::as_str).is_some_and(is_logout_typ) {
+    if kind == Kind::SignIn && raw.get("typ").and_then(Value::as_str).is_some_and(is_logout_typ) {
         return Err(TokenError::LogoutToken);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
@@ -179,6 +199,14 @@ pub fn verify(
     key: &VerifyKey,
     expect: &Expect<'_>,
 ) -> Result<Claims, TokenError> {
+    let claims = verify_signature(token, header, key)?;
+    check_claims(&claims, expect)?;
+    Ok(claims)
+}
+
+/// Checks the signature with `key` and returns the claims, unchecked: the caller checks them
+/// (`check_claims`, or `logout_token::check` for a logout token).
+pub fn verify_signature(token: &str, header: &TokenHeader, key: &VerifyKey) -> Result<Claims, TokenError> {
     if key.alg.is_some_and(|a| a != header.alg) {
         return Err(TokenError::Algorithm(alg_name(header.alg).into()));
     }
@@ -200,9 +228,7 @@ pub fn verify(
         | jsonwebtoken::errors::ErrorKind::InvalidKeyFormat => TokenError::Signature,
         _ => TokenError::Malformed,
     })?;
-    let claims = data.claims;
-    check_claims(&claims, expect)?;
-    Ok(claims)
+    Ok(data.claims)
 }
 
 /// The claim checks, apart from the signature.

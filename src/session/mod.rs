@@ -1,7 +1,8 @@
 //! Browser sessions and pending logins, kept in sealed cookies (the stateless `cookie` store).
-//! Every session has a random id (what sign-out revokes, see `revocations`) and keeps the
-//! IdP's `sid` (in its identity) for back-channel logout, and room for the refresh token.
-//! The request paths reach sessions only through `store::SessionStore`.
+//! Every session has a random id (what sign-out revokes, see `revocations`), keeps the IdP's
+//! `sid` (in its identity) for back-channel logout, and its refresh token; `Session::refresh_due`
+//! says when its tokens call for a refresh (`crate::refresh` does it). The request paths reach
+//! sessions only through `store::SessionStore`.
 
 pub mod cookies;
 pub mod revocations;
@@ -14,7 +15,7 @@ use rand::RngCore;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, UpstreamToken};
 use crate::identity::Identity;
 use crate::oidc::token::SKEW_SECS;
 use cookies::CookieAttrs;
@@ -55,6 +56,10 @@ pub struct Session {
     pub created_at: u64,
     /// Unix seconds: when the ID token expires.
     pub expires_at: u64,
+    /// Unix seconds: when the access token expires (the token response's `expires_in`), when
+    /// the IdP said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_expires_at: Option<u64>,
 }
 
 impl Session {
@@ -63,10 +68,17 @@ impl Session {
         self.identity.sid.as_deref()
     }
 
-    /// Whether the session's ID token is still valid at `now`, with the clock skew that token
-    /// validation allows (`SKEW_SECS`). `max_lifetime` is the codec's business.
-    pub fn is_live(&self, now: u64) -> bool {
-        self.expires_at.saturating_add(SKEW_SECS) > now
+    /// When the session's tokens ran out, if they have by `now`: the ID token's `exp`, or,
+    /// when the backend is sent the access token, the access token's expiry, whichever came
+    /// first. `None` while the session is current. Clock skew widens token validation, never
+    /// this. `max_lifetime` is the store's business.
+    pub fn refresh_due(&self, now: u64, upstream: UpstreamToken) -> Option<u64> {
+        let access = match upstream {
+            UpstreamToken::AccessToken => self.access_expires_at,
+            UpstreamToken::IdToken | UpstreamToken::None => None,
+        };
+        let due = access.map_or(self.expires_at, |a| a.min(self.expires_at));
+        (now >= due).then_some(due)
     }
 
     /// Whether the session was made by a login at `issuer` for `client_id`: the rules with
@@ -213,6 +225,7 @@ pub(crate) fn test_codec(max_lifetime: u64) -> SessionCodec {
         secure: true,
         same_site: Default::default(),
         max_lifetime: std::time::Duration::from_secs(max_lifetime),
+        refresh_grace: std::time::Duration::from_secs(300),
     })
 }
 
@@ -238,7 +251,35 @@ mod tests {
             refresh_token: Some("r".into()),
             created_at,
             expires_at: created_at + 3600,
+            access_expires_at: None,
         }
+    }
+
+    #[test]
+    fn a_refresh_is_due_when_the_id_token_expires_without_skew() {
+        let s = session(1000);
+        for upstream in [
+            UpstreamToken::IdToken,
+            UpstreamToken::AccessToken,
+            UpstreamToken::None,
+        ] {
+            assert_eq!(s.refresh_due(4599, upstream), None);
+            assert_eq!(s.refresh_due(4600, upstream), Some(4600));
+            assert_eq!(s.refresh_due(9999, upstream), Some(4600));
+        }
+    }
+
+    #[test]
+    fn the_access_tokens_expiry_counts_only_when_the_backend_gets_it() {
+        let mut s = session(1000);
+        s.access_expires_at = Some(1300);
+        assert_eq!(s.refresh_due(1299, UpstreamToken::AccessToken), None);
+        assert_eq!(s.refresh_due(1300, UpstreamToken::AccessToken), Some(1300));
+        assert_eq!(s.refresh_due(1300, UpstreamToken::IdToken), None);
+        assert_eq!(s.refresh_due(1300, UpstreamToken::None), None);
+        // An access token outliving the ID token: the ID token decides.
+        s.access_expires_at = Some(9000);
+        assert_eq!(s.refresh_due(4600, UpstreamToken::AccessToken), Some(4600));
     }
 
     fn header_of(lines: &[String]) -> String {

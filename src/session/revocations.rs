@@ -92,6 +92,21 @@ impl Revocations {
         }
     }
 
+    /// Remembers `id` until `until` and says whether it was new: `false` when it was already
+    /// held (and has not run out). Atomic: of two concurrent calls with one id, one gets `true`.
+    /// An empty id or a time already past is never new.
+    pub async fn first_time(&self, id: &str, until: u64) -> bool {
+        if id.is_empty() || until <= now() {
+            return false;
+        }
+        match &self.backend {
+            Backend::Memory(c) => {
+                // An entry past its time is gone for the cache: `or_insert` makes a fresh one.
+                c.entry(id.to_string()).or_insert(until).await.is_fresh()
+            }
+        }
+    }
+
     /// Whether `id` was revoked (and its revocation has not run out).
     pub async fn is_revoked(&self, id: &str) -> bool {
         match &self.backend {

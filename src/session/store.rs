@@ -1,9 +1,10 @@
 //! Where sessions live: the one seam between the request paths (`authorize`, `login`,
-//! `session_endpoints`) and how sessions are kept. Those call only [`SessionStore`]: load the
-//! session in a `cookie` header, save one (its `Set-Cookie` lines), clear it, revoke it (or
-//! every session of an IdP `sid` / `sub`, for back-channel logout), and take a session's
-//! refresh lock. A new kind of store (Redis: the cookie holds only a sealed session id) is a
-//! new variant here, and nothing above this module changes.
+//! `refresh`, `session_endpoints`) and how sessions are kept. Those call only
+//! [`SessionStore`]: load the session in a `cookie` header, save one (its `Set-Cookie` lines),
+//! clear it, revoke it (or every session of an IdP `sid` / `sub`, for back-channel logout),
+//! take a session's refresh lock and remember what its refresh came to, and remember which
+//! logout tokens were used. A new kind of store (Redis: the cookie holds only a sealed session
+//! id) is a new variant here, and nothing above this module changes.
 //!
 //! `SessionStore` is an enum over the implementations, not a trait object: its calls are
 //! `async`, and an `async fn` in a trait is not object-safe (`dyn SessionStore` would need the
@@ -16,12 +17,20 @@
 //! run out for every session made before it; `load` refuses a session of that `sid`/`sub`
 //! created at or before the revocation (a login in the same second is refused too: log in
 //! again). The refresh lock is per session id and per replica (a bounded map of mutexes).
+//!
+//! The refresh memory: a refresh is remembered under the session id and the refresh token it
+//! used, for [`REFRESH_MEMORY`] (an IdP that could not be reached, for [`RETRY_AFTER`]). A
+//! request that waited for the lock, or that still carries the cookie from before the refresh
+//! (its browser had not seen the new one yet), gets that result instead of a second refresh,
+//! which an IdP that rotates refresh tokens would answer with `invalid_grant`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::future::Cache;
+use moka::Expiry;
+use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::revocations::Revocations;
@@ -32,6 +41,26 @@ use crate::clock::now;
 pub const MAX_REFRESH_LOCKS: u64 = 10_000;
 /// A refresh lock nobody asked for in this long is dropped.
 pub const REFRESH_LOCK_IDLE: Duration = Duration::from_secs(120);
+/// How long a refresh's result is remembered for the cookie it replaced.
+pub const REFRESH_MEMORY: Duration = Duration::from_secs(60);
+/// How long an IdP that could not be reached at refresh is not asked again for that session
+/// (requests meanwhile are answered from `refresh_grace` at once, not after a timeout).
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Refresh results remembered at once, per replica.
+pub const MAX_REFRESH_MEMORY: u64 = 10_000;
+/// Logout-token ids (`jti`) remembered at once, per replica, against replay.
+pub const MAX_LOGOUT_TOKENS: u64 = 100_000;
+
+/// What a session's refresh came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshResult {
+    /// New tokens: the refreshed session (same id, same `created_at`).
+    Renewed(Arc<Session>),
+    /// The IdP refused (`invalid_grant`, or tokens that did not validate): the session is over.
+    Ended,
+    /// The IdP could not be reached or answered 5xx.
+    Unavailable,
+}
 
 /// Where sessions are kept (see the module comment for why this is an enum).
 #[derive(Debug)]
@@ -114,6 +143,33 @@ impl SessionStore {
             SessionStore::Cookie(s) => s.locks.lock(session_id).await,
         }
     }
+
+    /// What the refresh of `session` (this id, this refresh token) came to, if one happened
+    /// within `REFRESH_MEMORY` (`RETRY_AFTER` for an unreachable IdP).
+    pub async fn recent_refresh(&self, session: &Session) -> Option<RefreshResult> {
+        match self {
+            SessionStore::Cookie(s) => s.recent.recall(session).await,
+        }
+    }
+
+    /// Remembers what the refresh of `session` came to.
+    pub async fn remember_refresh(&self, session: &Session, result: RefreshResult) {
+        match self {
+            SessionStore::Cookie(s) => s.recent.remember(session, result).await,
+        }
+    }
+
+    /// Whether this is the first use of the logout token `jti` from `issuer`: it is remembered
+    /// until `until` (unix seconds), after which the token is refused anyway.
+    pub async fn first_use_of_logout_token(&self, issuer: &str, jti: &str, until: u64) -> bool {
+        match self {
+            SessionStore::Cookie(s) => {
+                s.logout_tokens
+                    .first_time(&format!("{issuer}\n{jti}"), until)
+                    .await
+            }
+        }
+    }
 }
 
 /// What a back-channel logout names.
@@ -141,6 +197,9 @@ pub struct CookieStore {
     /// Set once a `sid` or `sub` was revoked: until then `load` skips those look-ups.
     principals_revoked: AtomicBool,
     locks: RefreshLocks,
+    recent: RefreshMemory,
+    /// Logout-token ids already used.
+    logout_tokens: Revocations,
 }
 
 impl CookieStore {
@@ -150,6 +209,8 @@ impl CookieStore {
             revocations,
             principals_revoked: AtomicBool::new(false),
             locks: RefreshLocks::new(MAX_REFRESH_LOCKS),
+            recent: RefreshMemory::new(MAX_REFRESH_MEMORY),
+            logout_tokens: Revocations::in_memory(MAX_LOGOUT_TOKENS),
         }
     }
 
@@ -242,6 +303,75 @@ impl RefreshLocks {
     }
 }
 
+/// Refresh results by sha256(session id, refresh token), each kept for as long as its kind
+/// allows (`RefreshMemory::keep`).
+struct RefreshMemory(Cache<[u8; 32], RefreshResult>);
+
+impl std::fmt::Debug for RefreshMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RefreshMemory({} results)", self.0.entry_count())
+    }
+}
+
+struct KeepFor;
+
+impl KeepFor {
+    fn keep(result: &RefreshResult) -> Duration {
+        match result {
+            RefreshResult::Renewed(_) | RefreshResult::Ended => REFRESH_MEMORY,
+            RefreshResult::Unavailable => RETRY_AFTER,
+        }
+    }
+}
+
+impl Expiry<[u8; 32], RefreshResult> for KeepFor {
+    fn expire_after_create(&self, _k: &[u8; 32], v: &RefreshResult, _at: Instant) -> Option<Duration> {
+        Some(Self::keep(v))
+    }
+
+    fn expire_after_update(
+        &self,
+        _k: &[u8; 32],
+        v: &RefreshResult,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(Self::keep(v))
+    }
+}
+
+impl RefreshMemory {
+    fn new(capacity: u64) -> RefreshMemory {
+        RefreshMemory(
+            Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(KeepFor)
+                .build(),
+        )
+    }
+
+    /// The key of a session's refresh: its id and the refresh token it would use. A session
+    /// without a refresh token is never refreshed, so it has none.
+    fn key(session: &Session) -> Option<[u8; 32]> {
+        let token = session.refresh_token.as_deref()?;
+        let mut h = Sha256::new();
+        h.update(session.id.as_bytes());
+        h.update([0]);
+        h.update(token.as_bytes());
+        Some(h.finalize().into())
+    }
+
+    async fn recall(&self, session: &Session) -> Option<RefreshResult> {
+        self.0.get(&Self::key(session)?).await
+    }
+
+    async fn remember(&self, session: &Session, result: RefreshResult) {
+        if let Some(k) = Self::key(session) {
+            self.0.insert(k, result).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +397,7 @@ mod tests {
             refresh_token: None,
             created_at,
             expires_at: created_at + 600,
+            access_expires_at: None,
         }
     }
 
@@ -333,6 +464,43 @@ mod tests {
         // Nothing to revoke: nothing changes.
         st.revoke_sub("https://idp", "").await;
         st.revoke_sid("https://idp", "").await;
+    }
+
+    #[tokio::test]
+    async fn a_refresh_is_remembered_for_the_cookie_it_replaced() {
+        let st = store();
+        let t = now();
+        let mut old = session("aWQtMQ", "u", None, t - 10);
+        // No refresh token: nothing to remember.
+        st.remember_refresh(&old, RefreshResult::Ended).await;
+        assert_eq!(st.recent_refresh(&old).await, None);
+        old.refresh_token = Some("rt-1".into());
+        let mut new = old.clone();
+        new.refresh_token = Some("rt-2".into());
+        new.expires_at = t + 600;
+        assert_eq!(st.recent_refresh(&old).await, None);
+        st.remember_refresh(&old, RefreshResult::Renewed(Arc::new(new.clone())))
+            .await;
+        assert_eq!(
+            st.recent_refresh(&old).await,
+            Some(RefreshResult::Renewed(Arc::new(new.clone())))
+        );
+        // The new cookie (another refresh token) has no refresh behind it.
+        assert_eq!(st.recent_refresh(&new).await, None);
+        // Another session with the same refresh token text is another key.
+        let mut other = old.clone();
+        other.id = "aWQtMg".into();
+        assert_eq!(st.recent_refresh(&other).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_logout_token_is_used_once() {
+        let st = store();
+        let until = now() + 600;
+        assert!(st.first_use_of_logout_token("https://idp", "j-1", until).await);
+        assert!(!st.first_use_of_logout_token("https://idp", "j-1", until).await);
+        // Another issuer's jti is its own.
+        assert!(st.first_use_of_logout_token("https://other", "j-1", until).await);
     }
 
     #[tokio::test]
