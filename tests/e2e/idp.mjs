@@ -6,8 +6,9 @@
 //
 // prints one JSON line {"ready":true,"issuer":…,"kid":…} on stdout once it listens, and stops on
 // SIGTERM/SIGINT. A line `arm exit|freeze|dropreused` on stdin is a test hook (see startIdp).
-// It logs one JSON line on stdout per refresh grant ({"refresh":{…}}) and per back-channel
-// logout delivery ({"backchannel":{…}}), for the suite to count.
+// It logs one JSON line on stdout per refresh grant ({"refresh":{…}}), per back-channel
+// logout delivery ({"backchannel":{…}}) and per answer to its own requests ({"outgoing":{…}}),
+// for the suite to count.
 //
 // The app hosts (*.example.test) resolve to 127.0.0.1 for the browser only (Chromium's
 // --host-resolver-rules); the IdP's own outgoing requests (back-channel logout) to an app
@@ -91,6 +92,8 @@ export function loopbackFetch(appHosts) {
           res.on('end', () => {
             const h = new Headers();
             for (const [k, v] of Object.entries(res.headers)) for (const one of [].concat(v)) h.append(k, one);
+            // One line per answer, for the suite: {"outgoing":{url,status,cache_control}}.
+            console.log(JSON.stringify({ outgoing: { url: url.href, status: res.statusCode, cache_control: res.headers['cache-control'] ?? null } }));
             const empty = [204, 304].includes(res.statusCode);
             resolve(new Response(empty ? null : Buffer.concat(chunks), { status: res.statusCode, headers: h }));
           });
