@@ -93,7 +93,10 @@ async fn a_logout_token_with_a_sid_ends_that_session_only() {
     let token = s.idp.mint_logout_token(Some("alice"), Some(&laptop_sid));
     assert_eq!(logout(&s, &token).await, 200);
     assert!(!works(&s, &laptop).await, "the laptop's session has ended");
-    assert!(works(&s, &phone).await, "the phone's (another IdP session) has not");
+    assert!(
+        works(&s, &phone).await,
+        "the phone's (another IdP session) has not"
+    );
     // A browser holding the ended session is sent to log in again.
     let b = s.check(Req::browser(APP).cookies(&laptop)).await;
     assert_eq!(b.status(), 302);
@@ -186,11 +189,23 @@ async fn every_bad_logout_token_is_refused_and_revokes_nothing() {
         ("unknown key", idp.mint_with(good(), Mint::UnknownKid)),
         ("signed by another key", idp.mint_with(good(), Mint::OtherKey)),
         ("alg none", idp.mint_with(good(), Mint::AlgNone)),
-        ("HS256 with the public key", idp.mint_with(good(), Mint::Hs256WithPublicKey)),
-        ("HS256 with the client secret", idp.mint_with(good(), Mint::Hs256WithClientSecret)),
+        (
+            "HS256 with the public key",
+            idp.mint_with(good(), Mint::Hs256WithPublicKey),
+        ),
+        (
+            "HS256 with the client secret",
+            idp.mint_with(good(), Mint::Hs256WithClientSecret),
+        ),
         ("an algorithm not advertised", idp.mint_with(good(), Mint::Rs384)),
-        ("crit header", idp.mint_raw(header(json!({"crit": ["exp"]})), good())),
-        ("another issuer", signed(with("iss", json!("https://evil.example")))),
+        (
+            "crit header",
+            idp.mint_raw(header(json!({"crit": ["exp"]})), good()),
+        ),
+        (
+            "another issuer",
+            signed(with("iss", json!("https://evil.example"))),
+        ),
         ("no issuer", signed(without("iss"))),
         ("another audience", signed(with("aud", json!("someone-else")))),
         ("no audience", signed(without("aud"))),
@@ -199,9 +214,18 @@ async fn every_bad_logout_token_is_refused_and_revokes_nothing() {
         ("iat long ago", signed(with("iat", json!(now - 86_400)))),
         ("expired", signed(with("exp", json!(now - 3600)))),
         ("no events", signed(without("events"))),
-        ("events without the logout event", signed(with("events", json!({"other": {}})))),
-        ("the event is not an object", signed(with("events", json!({BACKCHANNEL_LOGOUT_EVENT: true})))),
-        ("events is a list", signed(with("events", json!([BACKCHANNEL_LOGOUT_EVENT])))),
+        (
+            "events without the logout event",
+            signed(with("events", json!({"other": {}}))),
+        ),
+        (
+            "the event is not an object",
+            signed(with("events", json!({BACKCHANNEL_LOGOUT_EVENT: true}))),
+        ),
+        (
+            "events is a list",
+            signed(with("events", json!([BACKCHANNEL_LOGOUT_EVENT]))),
+        ),
         ("a nonce", signed(with("nonce", json!("n-1")))),
         ("neither sid nor sub", signed(neither)),
         ("no jti", signed(without("jti"))),
@@ -218,8 +242,14 @@ async fn every_bad_logout_token_is_refused_and_revokes_nothing() {
     let good_token = idp.mint_logout_token(Some("alice"), Some(&sid));
     let bodies = [
         ("no logout_token", "token=x".to_string()),
-        ("two logout_tokens", format!("{}&{}", form(&good_token), form(&good_token))),
-        ("a body past the limit", format!("logout_token={}", "a".repeat(100 * 1024))),
+        (
+            "two logout_tokens",
+            format!("{}&{}", form(&good_token), form(&good_token)),
+        ),
+        (
+            "a body past the limit",
+            format!("logout_token={}", "a".repeat(100 * 1024)),
+        ),
         ("bytes that are not a form", "\u{0}\u{1}%%%".to_string()),
     ];
     for (what, body) in bodies {
@@ -284,7 +314,10 @@ async fn front_channel_logout_ends_the_browsers_session_of_that_sid_only() {
     // Another sid, another issuer, no cookie, no parameters: 200, and nothing ends.
     for (query, cookie) in [
         (format!("iss={}&sid=other", enc(&iss)), jar.header()),
-        (format!("iss={}&sid={}", enc("https://evil.example"), enc(&sid)), jar.header()),
+        (
+            format!("iss={}&sid={}", enc("https://evil.example"), enc(&sid)),
+            jar.header(),
+        ),
         (format!("iss={}&sid={}", enc(&iss), enc(&sid)), None),
         (String::new(), jar.header()),
     ] {
@@ -307,7 +340,9 @@ async fn front_channel_logout_ends_the_browsers_session_of_that_sid_only() {
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
     assert!(
-        cleared.iter().any(|c| c.starts_with("_oidc_authz=;") && c.contains("Max-Age=0")),
+        cleared
+            .iter()
+            .any(|c| c.starts_with("_oidc_authz=;") && c.contains("Max-Age=0")),
         "{cleared:?}"
     );
     assert!(!works(&s, &jar).await, "a copy of the cookie no longer works");

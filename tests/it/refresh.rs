@@ -118,10 +118,16 @@ async fn an_expired_id_token_is_refreshed_and_the_allow_carries_the_new_cookie()
     jar.apply(&cookies);
     let after = session_in(&s, &jar);
     assert_eq!(after.id, before.id, "a refresh keeps the session id");
-    assert_eq!(after.created_at, before.created_at, "and its start (max_lifetime)");
+    assert_eq!(
+        after.created_at, before.created_at,
+        "and its start (max_lifetime)"
+    );
     assert_eq!(after.id_token, token);
     assert!(after.expires_at > now() + 3000);
-    assert_ne!(after.refresh_token, before.refresh_token, "the rotated refresh token is kept");
+    assert_ne!(
+        after.refresh_token, before.refresh_token,
+        "the rotated refresh token is kept"
+    );
 
     // The new cookie is current: no second refresh, no cookie.
     let b = s.check(Req::browser(APP).cookies(&jar)).await;
@@ -131,14 +137,26 @@ async fn an_expired_id_token_is_refreshed_and_the_allow_carries_the_new_cookie()
     assert_eq!(s.idp.refresh_requests(), 1);
 
     let m = metrics(&s).await;
-    assert_eq!(counter(&m, "oidc_authz_sessions_refreshed_total{result=\"success\"}"), 1);
-    assert_eq!(counter(&m, "oidc_authz_check_total{outcome=\"allow_session\"}"), 2);
+    assert_eq!(
+        counter(&m, "oidc_authz_sessions_refreshed_total{result=\"success\"}"),
+        1
+    );
+    assert_eq!(
+        counter(&m, "oidc_authz_check_total{outcome=\"allow_session\"}"),
+        2
+    );
 }
 
 #[tokio::test]
 async fn the_refresh_authenticates_the_client_as_the_code_exchange_did() {
     for (methods, expect_basic) in [
-        (vec!["client_secret_basic".to_string(), "client_secret_post".to_string()], true),
+        (
+            vec![
+                "client_secret_basic".to_string(),
+                "client_secret_post".to_string(),
+            ],
+            true,
+        ),
         (vec!["client_secret_post".to_string()], false),
     ] {
         let opts = IdpOptions {
@@ -166,8 +184,7 @@ async fn the_access_tokens_expiry_triggers_a_refresh_only_when_the_backend_gets_
         .await;
         // The access token expires at once (expires_in 0); the ID token lives an hour.
         s.idp.set_token_ttl(0);
-        s.idp
-            .set_extra_claims(serde_json::json!({"exp": now() + 3600}));
+        s.idp.set_extra_claims(serde_json::json!({"exp": now() + 3600}));
         let mut jar = Jar::default();
         login_via_check(&s, APP, &mut jar).await;
         s.idp.set_token_ttl(3600);
@@ -206,7 +223,10 @@ async fn twenty_concurrent_checks_on_one_expired_session_cause_exactly_one_refre
         .iter()
         .map(|a| {
             assert!(a.is_allow(), "{}", a.body());
-            assert!(!a.set_cookies().is_empty(), "each gets the refreshed session's cookie");
+            assert!(
+                !a.set_cookies().is_empty(),
+                "each gets the refreshed session's cookie"
+            );
             upstream_token(a)
         })
         .collect();
@@ -280,7 +300,10 @@ async fn a_refresh_without_an_id_token_keeps_the_identity_for_the_access_tokens_
     jar.apply(&a.set_cookies());
     let after = session_in(&s, &jar);
     assert_eq!(after.identity, before.identity);
-    assert!(after.expires_at > now() + 3000, "lives as long as the new access token");
+    assert!(
+        after.expires_at > now() + 3000,
+        "lives as long as the new access token"
+    );
 }
 
 #[tokio::test]
@@ -294,9 +317,19 @@ async fn invalid_grant_ends_the_session() {
     let b = s.check(Req::browser(APP).cookies(&jar)).await;
     assert_eq!(b.status(), 302);
     assert!(b.location().starts_with(&s.idp.issuer()), "{}", b.location());
-    assert_eq!(s.idp.refresh_requests(), 1, "the refusal is remembered, not retried");
+    assert_eq!(
+        s.idp.refresh_requests(),
+        1,
+        "the refusal is remembered, not retried"
+    );
     let m = metrics(&s).await;
-    assert_eq!(counter(&m, "oidc_authz_sessions_refreshed_total{result=\"invalid_grant\"}"), 1);
+    assert_eq!(
+        counter(
+            &m,
+            "oidc_authz_sessions_refreshed_total{result=\"invalid_grant\"}"
+        ),
+        1
+    );
 }
 
 #[tokio::test]
@@ -307,7 +340,9 @@ async fn a_refreshed_token_for_another_subject_or_that_fails_validation_ends_the
         match case {
             "other sub" => s.idp.set_extra_claims(serde_json::json!({"sub": "mallory"})),
             "bad signature" => s.idp.set_id_token_mint(Mint::BadSignature),
-            _ => s.idp.set_extra_claims(serde_json::json!({"aud": "someone-else", "azp": null})),
+            _ => s
+                .idp
+                .set_extra_claims(serde_json::json!({"aud": "someone-else", "azp": null})),
         }
         let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
         assert_eq!(a.status(), 401, "{case}: {}", a.body());
@@ -338,8 +373,12 @@ async fn an_idp_that_is_down_or_answers_5xx_is_bridged_by_refresh_grace_then_not
             assert!(a.is_allow(), "{failure}: {}", a.body());
             assert!(a.set_cookies().is_empty(), "{failure}");
         }
-        let asked = s.idp.refresh_requests();
-        assert!(asked <= 1, "{failure}: an unreachable IdP is not asked on every request ({asked})");
+        // (Counted by the IdP before it fails the request; a refused connection counts nothing.)
+        let asked = s.idp.token_requests();
+        assert!(
+            asked <= 1,
+            "{failure}: an unreachable IdP is not asked on every request ({asked})"
+        );
         // Past expiry + grace: no session any more.
         let wait = (expired_at + 3 + 1).saturating_sub(now());
         tokio::time::sleep(Duration::from_secs(wait)).await;
@@ -380,11 +419,19 @@ async fn a_session_without_a_refresh_token_ends_when_its_id_token_expires() {
     let t = now();
     for (expires_at, allowed) in [(t + 60, true), (t, false), (t - 30, false)] {
         session.expires_at = expires_at;
-        let lines = s.app.sessions.write_session(&session, None, std::iter::empty(), t);
+        let lines = s
+            .app
+            .sessions
+            .write_session(&session, None, std::iter::empty(), t);
         let mut jar = Jar::default();
         jar.apply(&lines);
         let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
-        assert_eq!(a.is_allow(), allowed, "expires_at {expires_at} at {t}: {}", a.body());
+        assert_eq!(
+            a.is_allow(),
+            allowed,
+            "expires_at {expires_at} at {t}: {}",
+            a.body()
+        );
     }
     assert_eq!(s.idp.refresh_requests(), 0);
 }
@@ -397,7 +444,10 @@ async fn max_lifetime_caps_everything_refreshes_included() {
     let t = now();
     // Made 59 minutes ago: a refresh keeps its start, so its cookie has a minute left at most.
     session.created_at = t - 59 * 60;
-    let lines = s.app.sessions.write_session(&session, None, std::iter::empty(), t);
+    let lines = s
+        .app
+        .sessions
+        .write_session(&session, None, std::iter::empty(), t);
     jar = Jar::default();
     jar.apply(&lines);
     let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
@@ -415,7 +465,10 @@ async fn max_lifetime_caps_everything_refreshes_included() {
     assert!(max_age <= 60, "{cookie}");
     // Past max_lifetime: no refresh at all.
     session.created_at = t - 3600;
-    let lines = s.app.sessions.write_session(&session, None, std::iter::empty(), t - 1);
+    let lines = s
+        .app
+        .sessions
+        .write_session(&session, None, std::iter::empty(), t - 1);
     let mut late = Jar::default();
     late.apply(&lines);
     s.idp.reset_counters();
