@@ -5,6 +5,7 @@ mod harness;
 mod support;
 
 mod admin_api;
+mod backchannel;
 mod bearer_tokens;
 mod bypasses;
 mod cli;
@@ -13,4 +14,5 @@ mod endpoints;
 mod hostile_http;
 mod idp_selftest;
 mod login_flow;
+mod refresh;
 mod token_rules;

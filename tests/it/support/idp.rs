@@ -305,6 +305,15 @@ struct FlowState {
     id_token_mint: Mint,
     id_token_override: Option<String>,
     token_status: Option<u16>,
+    /// Lifetime of issued access and ID tokens (default `TOKEN_TTL_SECS`).
+    token_ttl: u64,
+    /// Refresh grants return a new refresh token and retire the old one (default); when off,
+    /// they return none and the old one stays valid.
+    rotate_refresh_tokens: bool,
+    /// Refresh grants return an ID token (default).
+    refresh_id_token: bool,
+    /// The token endpoint waits this long before answering (a hung IdP).
+    token_delay: Option<std::time::Duration>,
     deny_next: bool,
     end_session_redirect: bool,
     discovery_overrides: Value,
@@ -396,6 +405,10 @@ impl TestIdp {
                 id_token_mint: Mint::Normal,
                 id_token_override: None,
                 token_status: None,
+                token_ttl: TOKEN_TTL_SECS,
+                rotate_refresh_tokens: true,
+                refresh_id_token: true,
+                token_delay: None,
                 deny_next: false,
                 end_session_redirect: false,
                 discovery_overrides: Value::Object(Map::new()),
@@ -739,6 +752,27 @@ impl TestIdp {
         }
     }
 
+    /// Lifetime of the access and ID tokens issued from now on (and of `default_claims`).
+    pub fn set_token_ttl(&self, secs: u64) {
+        lock(&self.inner.flow).token_ttl = secs;
+    }
+
+    /// Whether refresh grants rotate the refresh token (default on): off, they return none
+    /// and the one used stays valid.
+    pub fn set_refresh_rotation(&self, on: bool) {
+        lock(&self.inner.flow).rotate_refresh_tokens = on;
+    }
+
+    /// Whether refresh grants return an ID token (default on).
+    pub fn set_refresh_id_token(&self, on: bool) {
+        lock(&self.inner.flow).refresh_id_token = on;
+    }
+
+    /// The token endpoint waits this long before answering (`None`: at once).
+    pub fn set_token_delay(&self, delay: Option<std::time::Duration>) {
+        lock(&self.inner.flow).token_delay = delay;
+    }
+
     /// Every outstanding refresh token becomes invalid (`invalid_grant`).
     pub fn revoke_refresh_tokens(&self) {
         lock(&self.inner.flow).refresh_tokens.clear();
@@ -786,6 +820,7 @@ impl Inner {
 
     fn default_claims(&self, sub: &str) -> Value {
         let now = now();
+        let ttl = lock(&self.flow).token_ttl;
         json!({
             "iss": self.issuer,
             "aud": [self.opts.client_id],
@@ -797,7 +832,7 @@ impl Inner {
             "groups": ["staff"],
             "iat": now,
             "nbf": now,
-            "exp": now + TOKEN_TTL_SECS,
+            "exp": now + ttl,
         })
     }
 
@@ -924,13 +959,18 @@ impl Inner {
         }
     }
 
-    /// Access token, ID token and refresh token for one login (or refresh).
-    fn issue_tokens(&self, grant: &RefreshGrant) -> Value {
+    /// Access token, ID token and refresh token for one login (or refresh: `refreshing` is the
+    /// refresh token used).
+    fn issue_tokens(&self, grant: &RefreshGrant, refreshing: Option<&str>) -> Value {
         let now = now();
         let cid = &grant.client_id;
+        let (ttl, rotate, with_id_token) = {
+            let f = lock(&self.flow);
+            (f.token_ttl, f.rotate_refresh_tokens, f.refresh_id_token)
+        };
         let access_claims = json!({
             "iss": self.issuer, "sub": grant.sub, "aud": cid, "azp": cid, "client_id": cid,
-            "scope": grant.scope, "iat": now, "nbf": now, "exp": now + TOKEN_TTL_SECS,
+            "scope": grant.scope, "iat": now, "nbf": now, "exp": now + ttl,
             "jti": random_token(16),
         });
         let access_token = self.mint_with(&access_claims, Mint::Normal);
@@ -978,21 +1018,37 @@ impl Inner {
             }
         }
 
-        let refresh_token = format!("rt-{}", random_token(24));
+        let refresh_token = match refreshing {
+            // Not rotating: the refresh token used stays valid, and none is returned.
+            Some(used) if !rotate => {
+                lock(&self.flow)
+                    .refresh_tokens
+                    .insert(used.to_string(), grant.clone());
+                None
+            }
+            _ => Some(format!("rt-{}", random_token(24))),
+        };
         {
             let mut f = lock(&self.flow);
-            f.refresh_tokens.insert(refresh_token.clone(), grant.clone());
+            if let Some(rt) = &refresh_token {
+                f.refresh_tokens.insert(rt.clone(), grant.clone());
+            }
             f.access_tokens.insert(access_token.clone(), userinfo);
             f.last_sid = Some(grant.sid.clone());
         }
-        json!({
+        let mut body = json!({
             "access_token": access_token,
             "token_type": "Bearer",
-            "expires_in": TOKEN_TTL_SECS,
-            "id_token": id_token,
-            "refresh_token": refresh_token,
+            "expires_in": ttl,
             "scope": grant.scope,
-        })
+        });
+        if refreshing.is_none() || with_id_token {
+            body["id_token"] = json!(id_token);
+        }
+        if let Some(rt) = refresh_token {
+            body["refresh_token"] = json!(rt);
+        }
+        body
     }
 
     /// Client authentication at the token endpoint (RFC 6749 section 2.3.1): the error
@@ -1232,7 +1288,13 @@ async fn token(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(r) = st.down() {
         return r;
     }
-    let forced = lock(&st.flow).token_status;
+    let (forced, delay) = {
+        let f = lock(&st.flow);
+        (f.token_status, f.token_delay)
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     if let Some(status) = forced {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return oauth_error(status, "server_error", "forced by the test");
@@ -1323,7 +1385,10 @@ async fn token(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
         }
         None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "missing grant_type"),
     };
-    let body = st.issue_tokens(&grant);
+    let refreshing = (param(&params, "grant_type") == Some("refresh_token"))
+        .then(|| param(&params, "refresh_token").map(str::to_string))
+        .flatten();
+    let body = st.issue_tokens(&grant, refreshing.as_deref());
     (
         StatusCode::OK,
         [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
