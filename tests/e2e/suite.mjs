@@ -1071,7 +1071,7 @@ async function run(browser) {
     };
     const refreshesOf = (sub) => idpEvents('refresh').filter((e) => e.client === 'gateway-refresh' && e.sub === sub && e.ok).length;
     const failedRefreshes = () => idpEvents('refresh').filter((e) => e.client === 'gateway-refresh' && !e.ok);
-    const metricBase = await metricSum('oidc_authz_sessions_refreshed_total');
+    const metricBase = await metricSum('oidc_authz_sessions_refreshed_total', 'result="success"');
     const rex = await signIn('many-groups-rex', '/r/rex');
     assert.ok(rex.cookie.includes('_oidc_authz_2='), "rex's session is chunked");
     const { context, page, cookie: cookie0, token: t0, rec } = await signIn('rita', '/r/home');
@@ -1168,8 +1168,50 @@ async function run(browser) {
     assert.deepEqual(failedRefreshes(), [], 'no refresh was refused by the IdP');
     rec.stop();
     assert.deepEqual(rec.toIdp(), [], 'the browser never went back to the IdP (no /auth request after the login)');
-    const refreshed = (await metricSum('oidc_authz_sessions_refreshed_total')) - metricBase;
-    assert.ok(refreshed >= 3, `oidc_authz_sessions_refreshed_total counted the three refreshes (+${refreshed})`);
+    const refreshed = (await metricSum('oidc_authz_sessions_refreshed_total', 'result="success"')) - metricBase;
+    assert.equal(refreshed, 3, 'oidc_authz_sessions_refreshed_total{result="success"} counted the three refreshes');
+    await context.close();
+  });
+
+  await scenario('refresh: a refresh the IdP refuses (the user signed out there) ends the session: login again, XHR 401', async () => {
+    // The IdP revokes the grant, and so the refresh token, when the user signs out there (the
+    // client of the rule `refresh` gets no back-channel logout): the gateway learns it at the
+    // first refresh after the ID token expired, from invalid_grant.
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    const start = app(HOSTS.refresh, '/r/rosa');
+    await page.goto(start, { waitUntil: 'domcontentloaded' });
+    await signInAtIdp(page, 'rosa', { screenshots: false });
+    await page.waitForURL(start);
+    assert.equal(await shownUser(page), 'rosa');
+    const [x0] = await xhrs(page, ['/headers']);
+    assert.equal(x0.status, 200);
+    const t0 = jwtClaims(x0.body.headers.authorization);
+    const cookie = await sessionCookieHeader(context);
+    await page.goto(`${stack.issuer}/session/end`, { waitUntil: 'domcontentloaded' });
+    await page.click('button[value=yes]');
+    await page.waitForURL((u) => isIdp(u) && u.pathname === '/session/end/success', { waitUntil: 'domcontentloaded' });
+    // Until the ID token expires the session is served as it is (no back channel for this client).
+    const refused = () => idpEvents('refresh').filter((e) => e.client === 'gateway-refresh' && !e.ok && e.error === 'invalid_grant').length;
+    const refusedBefore = refused();
+    const metricBefore = await metricSum('oidc_authz_sessions_refreshed_total', 'result="invalid_grant"');
+    await waitPast(t0.exp);
+    assert.equal(await sessionCookieHeader(context), cookie, 'the browser still holds its session cookie');
+    const r = await request({ host: HOSTS.refresh, path: '/headers', headers: { cookie, accept: 'application/json', 'x-requested-with': 'XMLHttpRequest' } });
+    assert.equal(r.status, 401, `after the refused refresh: ${r.status} ${r.body.slice(0, 200)}`);
+    assert.equal(r.json?.headers, undefined, 'the backend was not reached');
+    assert.ok(refused() > refusedBefore, `the gateway tried the refresh and the IdP refused it (${JSON.stringify(idpEvents('refresh').slice(-3))})`);
+    assert.ok(
+      (await metricSum('oidc_authz_sessions_refreshed_total', 'result="invalid_grant"')) > metricBefore,
+      'oidc_authz_sessions_refreshed_total{result="invalid_grant"} counted it',
+    );
+    // The browser: an XHR gets 401, a navigation the IdP's login page.
+    await page.goto(app(HOSTS.refresh, '/public/rosa-spa.html'), { waitUntil: 'domcontentloaded' });
+    const [x1] = await xhrs(page, ['/api/rosa']);
+    assert.equal(x1.status, 401, `XHR: ${x1.status}`);
+    await page.goto(app(HOSTS.refresh, '/r/rosa/again'), { waitUntil: 'domcontentloaded' });
+    await shot(page, 'refused-refresh-login-again');
+    assert.ok(await onIdpLoginPage(page), `a navigation needs a login (at ${page.url()})`);
     await context.close();
   });
 
@@ -1263,6 +1305,45 @@ async function run(browser) {
       await s.context.close();
     }
     await context.close();
+  });
+
+  await scenario('refresh: while the IdP is down an expired session is served for session.refresh_grace, then no longer', async () => {
+    await stack.reconfigureOidcAuthz((yaml) => yaml.replace(/^(\s*)max_lifetime: 1h$/m, '$1max_lifetime: 1h\n$1refresh_grace: 4s'));
+    try {
+      const context = await newContext(browser);
+      const page = await context.newPage();
+      const start = app(HOSTS.refresh, '/r/uma');
+      await page.goto(start, { waitUntil: 'domcontentloaded' });
+      await signInAtIdp(page, 'uma', { screenshots: false });
+      await page.waitForURL(start);
+      const [x0] = await xhrs(page, ['/headers']);
+      assert.equal(x0.status, 200);
+      const t0 = jwtClaims(x0.body.headers.authorization);
+      const unavailable = () => metricSum('oidc_authz_sessions_refreshed_total', 'result="unavailable"');
+      const before = await unavailable();
+      await stack.stopIdp();
+      try {
+        // Expired, the IdP cannot be reached, within the grace: served.
+        await waitPast(t0.exp);
+        const [x1] = await xhrs(page, ['/headers?in-grace']);
+        assert.equal(x1.status, 200, `within refresh_grace: ${x1.status}`);
+        assert.equal(x1.body.headers['x-auth-request-user'], 'uma');
+        const nav = await page.goto(app(HOSTS.refresh, '/r/uma/in-grace'), { waitUntil: 'domcontentloaded' });
+        await shot(page, 'idp-down-within-refresh-grace');
+        assert.equal(nav.status(), 200);
+        assert.equal(await shownUser(page), 'uma');
+        assert.ok((await unavailable()) > before, 'oidc_authz_sessions_refreshed_total{result="unavailable"} counted the failed refresh');
+        // Past the grace: no session any more (an XHR: 401; a navigation would go to the IdP).
+        await waitPast(t0.exp + 4);
+        const [x2] = await xhrs(page, ['/headers?after-grace']);
+        assert.equal(x2.status, 401, `after refresh_grace: ${x2.status}`);
+      } finally {
+        await stack.startIdp();
+      }
+      await context.close();
+    } finally {
+      await stack.reconfigureOidcAuthz(null);
+    }
   });
 
   await scenario('IdP restart with rotated signing keys: new logins work without restarting oidc-authz', async () => {
