@@ -480,6 +480,23 @@ async fn an_idp_that_is_down_or_answers_5xx_is_bridged_by_refresh_grace_then_not
 }
 
 #[tokio::test]
+async fn refresh_grace_0s_ends_the_session_as_soon_as_the_idp_fails_and_5m_is_the_default() {
+    let s = stack_with(IdpOptions::default(), "  refresh_grace: 0s\n", "").await;
+    let jar = expired_login(&s).await;
+    s.idp.set_availability(Availability::Down503);
+    let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
+    assert_eq!(a.status(), 401, "{}", a.body());
+
+    // Without the key: five minutes.
+    let s = stack().await;
+    assert_eq!(s.app.refresh_grace_secs, 300);
+    let jar = expired_login(&s).await;
+    s.idp.set_availability(Availability::Down503);
+    let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
+    assert!(a.is_allow(), "{}", a.body());
+}
+
+#[tokio::test]
 async fn a_hung_token_endpoint_is_bridged_by_refresh_grace_after_the_refresh_timeout() {
     let s = stack().await;
     let jar = expired_login(&s).await;
