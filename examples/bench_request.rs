@@ -102,6 +102,7 @@ fn run(config_path: &Path, url: &str, out: &Path) -> Result<String, String> {
         access_token: None,
         refresh_token: None,
         created_at: now,
+        created_at_ms: 0,
         expires_at: now + 3600,
         access_expires_at: None,
     };

@@ -207,14 +207,17 @@ async fn login_with(
         if let Some(session) = session {
             let mut decision = session_allow(app, rule, req, &session, cookie_header, spoofed);
             if renewed {
-                if let Verdict::Allow(allow) = &mut decision.verdict {
-                    // The browser keeps the refreshed session (through Envoy's
-                    // `response_headers_to_add`).
-                    let present: Vec<&str> = cookies::pairs(cookie_header).map(|(n, _)| n).collect();
-                    allow.response_cookies = app
-                        .session_store
-                        .save(&session, rule.cookie_domain.as_deref(), &present, now)
-                        .await;
+                // The browser keeps the refreshed session, allowed (through Envoy's
+                // `response_headers_to_add`) or not (a 403 under this rule must not lose a
+                // session that others accept: its old refresh token may be spent).
+                let present: Vec<&str> = cookies::pairs(cookie_header).map(|(n, _)| n).collect();
+                let set = app
+                    .session_store
+                    .save(&session, rule.cookie_domain.as_deref(), &present, now)
+                    .await;
+                match &mut decision.verdict {
+                    Verdict::Allow(allow) => allow.response_cookies = set,
+                    Verdict::Respond(reply) => reply.add_cookies(set),
                 }
             }
             return decision;

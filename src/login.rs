@@ -329,6 +329,7 @@ async fn sign_in(
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
         created_at: now,
+        created_at_ms: crate::clock::now_ms().max(now.saturating_mul(1000)),
         expires_at: token::expiry(&claims),
         access_expires_at: tokens.expires_in.map(|s| now.saturating_add(s)),
     })

@@ -9,7 +9,8 @@
 //!   request made, or that the browser has not seen yet); else the session's refresh lock, the
 //!   memory again (the request we waited for may have done it), then one grant at the token
 //!   endpoint. A returned ID token is validated as at the callback (no nonce) and must have the
-//!   same `sub`; a refresh token that is not returned is kept.
+//!   same `sub`; a refresh token that is not returned is kept. The whole refresh is bounded
+//!   (`REFRESH_BUDGET`), and so is the wait for another request's refresh.
 //! - `invalid_grant`, or tokens that do not validate: the session is over. The IdP unreachable or
 //!   answering 5xx: the session is served until `refresh_grace` after its expiry.
 //!
@@ -17,8 +18,10 @@
 //! refuses a session past it before this module sees it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::app::App;
+use crate::config::UpstreamToken;
 use crate::identity::Identity;
 use crate::metrics::RefreshOutcome;
 use crate::oidc::exchange::{self, Client, RefreshError};
@@ -42,9 +45,19 @@ pub enum Fresh {
     Ended,
 }
 
-/// At most this many refreshes are followed in one request: the old cookie's result, then the
-/// refreshed session's own refresh when its tokens already ran out again.
+/// At most this many refresh results are followed in one request: a remembered one (the old
+/// cookie's), then the refreshed session's own when its tokens ran out again. Of these, at
+/// most one is a grant made by this request.
 const MAX_HOPS: usize = 2;
+
+/// A whole refresh (the grant, its one retry, and the check of the new ID token, which may
+/// fetch keys) takes at most this long: a hung IdP is answered from `refresh_grace` well within
+/// Envoy's ext_authz timeout (5 s in the shipped `envoy.yaml`).
+pub const REFRESH_BUDGET: Duration = Duration::from_millis(3500);
+
+/// How long a request waits for another request's refresh of the same session, which is
+/// itself bounded by `REFRESH_BUDGET`.
+const LOCK_WAIT: Duration = Duration::from_millis(4000);
 
 /// The session to serve `rule`'s request with, refreshed when its tokens have run out.
 pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Fresh {
@@ -52,35 +65,24 @@ pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Fresh 
     let mut renewed = false;
     for _ in 0..MAX_HOPS {
         let Some(due) = session.refresh_due(now, rule.upstream_token) else {
-            return if renewed {
-                Fresh::Renewed(session)
-            } else {
-                Fresh::Current(session)
-            };
+            break;
         };
         if session.refresh_token.is_none() {
             // Nothing to refresh with: the session ends with its token.
             return Fresh::Ended;
         }
-        let result = match app.session_store.recent_refresh(&session).await {
-            Some(result) => result,
-            None => {
-                let _guard = app.session_store.refresh_lock(&session.id).await;
-                // The request we waited for may have refreshed this very session.
-                match app.session_store.recent_refresh(&session).await {
-                    Some(result) => result,
-                    None => {
-                        let result = refresh_once(app, rule, &session, now).await;
-                        app.session_store.remember_refresh(&session, result.clone()).await;
-                        result
-                    }
-                }
-            }
+        let (result, granted) = match app.session_store.recent_refresh(&session).await {
+            Some(result) => (result, false),
+            None => (refresh_locked(app, rule, &session, now).await, true),
         };
         match result {
             RefreshResult::Renewed(next) => {
                 session = Arc::unwrap_or_clone(next);
                 renewed = true;
+                if granted {
+                    // One grant per request, even if the IdP's new tokens are already expired.
+                    break;
+                }
             }
             RefreshResult::Ended => return Fresh::Ended,
             RefreshResult::Unavailable => {
@@ -92,8 +94,6 @@ pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Fresh 
             }
         }
     }
-    // Refreshed, and due again at once (an IdP issuing tokens that are already expired):
-    // serve what we have rather than loop.
     if renewed {
         Fresh::Renewed(session)
     } else {
@@ -101,9 +101,34 @@ pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Fresh 
     }
 }
 
+/// Refreshes `session` under its lock: the result of the refresh we waited for, if another
+/// request made it, else one grant, remembered for the requests that follow.
+async fn refresh_locked(app: &App, rule: &Rule, session: &Session, now: u64) -> RefreshResult {
+    let Ok(_guard) = tokio::time::timeout(LOCK_WAIT, app.session_store.refresh_lock(&session.id)).await
+    else {
+        // The refresh in flight takes too long: this request is answered from the grace.
+        return RefreshResult::Unavailable;
+    };
+    // The request we waited for may have refreshed this very session.
+    if let Some(result) = app.session_store.recent_refresh(session).await {
+        return result;
+    }
+    let result = refresh_once(app, rule, session, now).await;
+    app.session_store.remember_refresh(session, result.clone()).await;
+    result
+}
+
 /// One refresh-token grant for `session` at `rule`'s provider, counted.
 async fn refresh_once(app: &App, rule: &Rule, session: &Session, now: u64) -> RefreshResult {
-    let (result, outcome) = match grant(app, rule, session, now).await {
+    let granted = tokio::time::timeout(REFRESH_BUDGET, grant(app, rule, session, now))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Unavailable(format!(
+                "the refresh took longer than {} ms",
+                REFRESH_BUDGET.as_millis()
+            )))
+        });
+    let (result, outcome) = match granted {
         Ok(next) => (RefreshResult::Renewed(Arc::new(next)), RefreshOutcome::Success),
         Err(Failure::InvalidGrant) => {
             tracing::info!(rule = %rule.name, "refresh token refused (invalid_grant): the session ends");
@@ -161,7 +186,11 @@ async fn grant(app: &App, rule: &Rule, session: &Session, now: u64) -> Result<Se
                 .verify(&id_token, &Expectation::refreshed_id_token(&rule.client_id), now)
                 .await
                 .map_err(|e| match e {
-                    TokenError::KeysUnavailable => Failure::Unavailable(e.to_string()),
+                    // Keys the JWKS cannot give right now (down, or a rotation whose refetch
+                    // is rate-limited) say nothing against the session.
+                    TokenError::KeysUnavailable | TokenError::UnknownKey => {
+                        Failure::Unavailable(format!("the refreshed ID token cannot be checked yet: {e}"))
+                    }
                     e => Failure::Rejected(format!("the refreshed ID token was rejected: {e}")),
                 })?;
             let identity = Identity::from_claims(&claims, rule.allowed.allow_unverified_email)
@@ -180,8 +209,14 @@ async fn grant(app: &App, rule: &Rule, session: &Session, now: u64) -> Result<Se
             next.id_token = id_token;
             next.expires_at = token::expiry(&claims);
         }
-        // No new ID token (OAuth allows it): the identity stands, and the session lives as long
-        // as the new access token.
+        // No new ID token (OAuth allows it). A backend that is sent the ID token would get an
+        // expired one: the session ends. Otherwise the identity stands, and the session lives
+        // as long as the new access token.
+        None if rule.upstream_token == UpstreamToken::IdToken => {
+            return Err(Failure::Rejected(
+                "the refresh returned no ID token, and the backend is sent the ID token".into(),
+            ));
+        }
         None => match tokens.expires_in {
             Some(secs) => next.expires_at = now.saturating_add(secs),
             None => {

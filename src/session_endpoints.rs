@@ -269,10 +269,10 @@ pub const MAX_LOGOUT_BODY: usize = 64 * 1024;
 /// in-cluster address. Its signature decides; the unverified `iss`/`aud` only pick the keys.
 pub async fn backchannel_logout(app: &App, body: &[u8], now: u64) -> Reply {
     match logout_of(app, body, now).await {
-        Ok((rule, issuer, logout)) => {
+        Ok(Accepted { rule, issuer, logout }) => {
             match (&logout.sid, &logout.sub) {
-                (Some(sid), _) => {
-                    app.session_store.revoke_sid(&issuer, sid).await;
+                (Some(sid), sub) => {
+                    app.session_store.revoke_sid(&issuer, sid, sub.as_deref()).await;
                 }
                 (None, Some(sub)) => {
                     app.session_store.revoke_sub(&issuer, sub).await;
@@ -294,8 +294,17 @@ pub async fn backchannel_logout(app: &App, body: &[u8], now: u64) -> Reply {
     }
 }
 
+/// A logout token that passed every check.
+struct Accepted {
+    /// The rule whose keys and client accepted it.
+    rule: String,
+    /// That rule's issuer (the sessions to end are of this issuer).
+    issuer: String,
+    logout: Logout,
+}
+
 /// The valid logout token in `body`: the rule that accepted it, its issuer, and what it ends.
-async fn logout_of(app: &App, body: &[u8], now: u64) -> Result<(String, String, Logout), LogoutTokenError> {
+async fn logout_of(app: &App, body: &[u8], now: u64) -> Result<Accepted, LogoutTokenError> {
     let mut tokens = url::form_urlencoded::parse(body)
         .take(16)
         .filter(|(k, _)| k == "logout_token")
@@ -330,7 +339,11 @@ async fn logout_of(app: &App, body: &[u8], now: u64) -> Result<(String, String, 
                 {
                     return Err(LogoutTokenError::Replayed);
                 }
-                return Ok((rule.name.clone(), rule.issuer.clone(), logout));
+                return Ok(Accepted {
+                    rule: rule.name.clone(),
+                    issuer: rule.issuer.clone(),
+                    logout,
+                });
             }
             Err(e) => {
                 first_error.get_or_insert(e);

@@ -11,9 +11,9 @@ use serde::{Deserialize, Deserializer};
 use super::discovery::{ClientAuth, Metadata};
 use super::fetch::{self, FetchError};
 
-/// How long a refresh may take. Shorter than Envoy's ext_authz timeout (5 s in the shipped
-/// `envoy.yaml`), so that a hung IdP still leaves time to answer from `refresh_grace`.
-pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one refresh request may take (`refresh::REFRESH_BUDGET` bounds the whole refresh,
+/// retry and token check included).
+pub const REFRESH_TIMEOUT: Duration = Duration::from_millis(2500);
 
 /// The token endpoint's answer. Tokens are secrets: this type never prints them.
 #[derive(Deserialize)]
@@ -102,7 +102,8 @@ pub async fn refresh(
         .await
         .map_err(|e| match e {
             FetchError::Status { status, body, url } => {
-                if status >= 500 {
+                // 5xx, and 429 (too many requests): the IdP is there but cannot answer now.
+                if status >= 500 || status == 429 {
                     RefreshError::Unavailable(format!("{url} answered HTTP {status}"))
                 } else if oauth_error(&body).as_deref() == Some("invalid_grant") {
                     RefreshError::InvalidGrant

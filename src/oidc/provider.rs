@@ -121,8 +121,9 @@ impl Provider {
         }
     }
 
-    /// Verifies a token from this issuer against `expected`. Bearer tokens are cached by hash
-    /// until they expire; ID tokens (checked once, at the callback) are not.
+    /// Verifies a token from this issuer against `expected`. Tokens checked without a nonce
+    /// (bearer tokens, and ID tokens from a refresh) are cached by hash until they expire, with
+    /// their claims checked again on each use; ID tokens at the callback (a nonce) are not.
     pub async fn verify(
         &self,
         token: &str,

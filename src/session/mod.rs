@@ -54,6 +54,10 @@ pub struct Session {
     pub refresh_token: Option<String>,
     /// Unix seconds: when the login completed (`max_lifetime` counts from here).
     pub created_at: u64,
+    /// Unix milliseconds of the same moment, so that a logout and a login in the same second
+    /// are told apart (0 in a session sealed before it was kept; see `created_ms`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_at_ms: u64,
     /// Unix seconds: when the ID token expires.
     pub expires_at: u64,
     /// Unix seconds: when the access token expires (the token response's `expires_in`), when
@@ -62,7 +66,21 @@ pub struct Session {
     pub access_expires_at: Option<u64>,
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 impl Session {
+    /// When the login completed, in Unix milliseconds (a session sealed without it counts from
+    /// the start of its `created_at` second).
+    pub fn created_ms(&self) -> u64 {
+        if self.created_at_ms == 0 {
+            self.created_at.saturating_mul(1000)
+        } else {
+            self.created_at_ms
+        }
+    }
+
     /// The IdP's session id (`sid` of the ID token), when it sent one.
     pub fn sid(&self) -> Option<&str> {
         self.identity.sid.as_deref()
@@ -250,6 +268,7 @@ mod tests {
             access_token: None,
             refresh_token: Some("r".into()),
             created_at,
+            created_at_ms: 0,
             expires_at: created_at + 3600,
             access_expires_at: None,
         }

@@ -29,13 +29,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
+use moka::policy::EvictionPolicy;
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::revocations::Revocations;
 use super::{Session, SessionCodec};
-use crate::clock::now;
+use crate::clock::now_ms;
 
 /// Session ids whose refresh lock is kept at once, per replica.
 pub const MAX_REFRESH_LOCKS: u64 = 10_000;
@@ -114,12 +115,17 @@ impl SessionStore {
     }
 
     /// Ends every session made before now for the IdP session `sid` at `issuer` (back-channel
-    /// logout). Returns how many sessions were ended when the store can count them; the cookie
-    /// store holds no sessions, so it returns `None` (its sessions are refused all the same).
-    pub async fn revoke_sid(&self, issuer: &str, sid: &str) -> Option<u64> {
+    /// logout), and, when the logout token also names the user `sub`, that user's sessions made
+    /// from ID tokens without a `sid` (which no `sid` can name). Returns how many sessions were
+    /// ended when the store can count them; the cookie store holds no sessions, so it returns
+    /// `None` (its sessions are refused all the same).
+    pub async fn revoke_sid(&self, issuer: &str, sid: &str, sub: Option<&str>) -> Option<u64> {
         match self {
             SessionStore::Cookie(s) => {
                 s.revoke_principal(Principal::Sid, issuer, sid).await;
+                if let Some(sub) = sub {
+                    s.revoke_principal(Principal::SubWithoutSid, issuer, sub).await;
+                }
                 None
             }
         }
@@ -165,7 +171,7 @@ impl SessionStore {
         match self {
             SessionStore::Cookie(s) => {
                 s.logout_tokens
-                    .first_time(&format!("{issuer}\n{jti}"), until)
+                    .first_time(&used_token_key(issuer, jti), until.saturating_mul(1000))
                     .await
             }
         }
@@ -175,8 +181,12 @@ impl SessionStore {
 /// What a back-channel logout names.
 #[derive(Debug, Clone, Copy)]
 enum Principal {
+    /// One IdP session.
     Sid,
+    /// Every session of a user.
     Sub,
+    /// The sessions of a user that have no IdP `sid`.
+    SubWithoutSid,
 }
 
 /// The revocation key of an IdP `sid` or `sub` at `issuer`. Session ids are base64url, so a
@@ -185,8 +195,14 @@ fn principal_key(principal: Principal, issuer: &str, value: &str) -> String {
     let kind = match principal {
         Principal::Sid => "sid",
         Principal::Sub => "sub",
+        Principal::SubWithoutSid => "sub-without-sid",
     };
     format!("{kind}\n{issuer}\n{value}")
+}
+
+/// The key of a used logout token (apart from session ids and principals: it starts `jti`).
+fn used_token_key(issuer: &str, jti: &str) -> String {
+    format!("jti\n{issuer}\n{jti}")
 }
 
 /// Sessions in sealed cookies, revocations in this replica's memory.
@@ -226,17 +242,24 @@ impl CookieStore {
     }
 
     /// Whether the session's `sid` or `sub` was revoked after it was made. A principal revoked
-    /// until `u` was revoked at `u - max_lifetime`, so the session is refused when
-    /// `created_at + max_lifetime <= u`.
+    /// until `u` (milliseconds) was revoked at `u - max_lifetime`, so the session is refused when
+    /// it was made at or before that: `created_ms + max_lifetime <= u`.
     async fn principal_revoked(&self, session: &Session) -> bool {
-        let end = self.codec.end_of(session);
+        let end_ms = session
+            .created_ms()
+            .saturating_add(self.codec.max_lifetime_secs.saturating_mul(1000));
         let mut keys = vec![principal_key(Principal::Sub, &session.iss, &session.identity.sub)];
-        if let Some(sid) = session.sid() {
-            keys.push(principal_key(Principal::Sid, &session.iss, sid));
+        match session.sid() {
+            Some(sid) => keys.push(principal_key(Principal::Sid, &session.iss, sid)),
+            None => keys.push(principal_key(
+                Principal::SubWithoutSid,
+                &session.iss,
+                &session.identity.sub,
+            )),
         }
         for key in keys {
             if let Some(until) = self.revocations.revoked_until(&key).await {
-                if end <= until {
+                if end_ms <= until {
                     return true;
                 }
             }
@@ -255,7 +278,7 @@ impl CookieStore {
 
     async fn revoke(&self, session: &Session) {
         self.revocations
-            .revoke(&session.id, self.codec.end_of(session))
+            .revoke(&session.id, self.codec.end_of(session).saturating_mul(1000))
             .await;
     }
 
@@ -263,7 +286,7 @@ impl CookieStore {
         if value.is_empty() {
             return;
         }
-        let until = now().saturating_add(self.codec.max_lifetime_secs);
+        let until = now_ms().saturating_add(self.codec.max_lifetime_secs.saturating_mul(1000));
         self.revocations
             .revoke(&principal_key(principal, issuer, value), until)
             .await;
@@ -271,9 +294,11 @@ impl CookieStore {
     }
 }
 
-/// One mutex per session id, bounded: an id idle for `REFRESH_LOCK_IDLE` is dropped. An id
-/// evicted while its lock is held (beyond the capacity) could let a second refresh in; a
-/// refresh that then fails leaves the session as it was.
+/// One mutex per session id, bounded: an id idle for `REFRESH_LOCK_IDLE` is dropped, and beyond
+/// the capacity the least recently used (LRU: a new id is always admitted). An id evicted while
+/// its lock is held (more than `MAX_REFRESH_LOCKS` sessions refreshing at once on one replica)
+/// could let a second refresh of it in; with an IdP that rotates refresh tokens that one gets
+/// `invalid_grant`, but the refreshed session remembered first is kept (`RefreshMemory`).
 struct RefreshLocks(Cache<String, Arc<Mutex<()>>>);
 
 impl std::fmt::Debug for RefreshLocks {
@@ -287,6 +312,7 @@ impl RefreshLocks {
         RefreshLocks(
             Cache::builder()
                 .max_capacity(capacity)
+                .eviction_policy(EvictionPolicy::lru())
                 .time_to_idle(REFRESH_LOCK_IDLE)
                 .build(),
         )
@@ -303,8 +329,10 @@ impl RefreshLocks {
     }
 }
 
-/// Refresh results by sha256(session id, refresh token), each kept for as long as its kind
-/// allows (`RefreshMemory::keep`).
+/// Refresh results by sha256(session id, refresh token, ID token, access token): one key per
+/// state of a session, so a refreshed session (new tokens) is a new key even when the IdP kept
+/// the refresh token. Each is kept for as long as its kind allows (`KeepFor`); beyond the
+/// capacity the least recently used goes first.
 struct RefreshMemory(Cache<[u8; 32], RefreshResult>);
 
 impl std::fmt::Debug for RefreshMemory {
@@ -350,14 +378,20 @@ impl RefreshMemory {
         )
     }
 
-    /// The key of a session's refresh: its id and the refresh token it would use. A session
-    /// without a refresh token is never refreshed, so it has none.
+    /// The key of a session's refresh: its id and tokens. A session without a refresh token is
+    /// never refreshed, so it has none.
     fn key(session: &Session) -> Option<[u8; 32]> {
         let token = session.refresh_token.as_deref()?;
         let mut h = Sha256::new();
-        h.update(session.id.as_bytes());
-        h.update([0]);
-        h.update(token.as_bytes());
+        for part in [
+            session.id.as_str(),
+            token,
+            session.id_token.as_str(),
+            session.access_token.as_deref().unwrap_or(""),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
         Some(h.finalize().into())
     }
 
@@ -365,9 +399,20 @@ impl RefreshMemory {
         self.0.get(&Self::key(session)?).await
     }
 
+    /// Remembers `result`, unless a refreshed session is already remembered for this key (a
+    /// second refresh, after the lock was evicted, must not take the first one's result away
+    /// from the requests still carrying the old cookie).
     async fn remember(&self, session: &Session, result: RefreshResult) {
         if let Some(k) = Self::key(session) {
-            self.0.insert(k, result).await;
+            self.0
+                .entry(k)
+                .and_upsert_with(|old| async move {
+                    match old.map(|e| e.into_value()) {
+                        Some(kept @ RefreshResult::Renewed(_)) => kept,
+                        _ => result,
+                    }
+                })
+                .await;
         }
     }
 }
@@ -375,6 +420,7 @@ impl RefreshMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::now;
     use crate::identity::Identity;
 
     fn store() -> SessionStore {
@@ -396,6 +442,7 @@ mod tests {
             access_token: None,
             refresh_token: None,
             created_at,
+            created_at_ms: 0,
             expires_at: created_at + 600,
             access_expires_at: None,
         }
@@ -431,7 +478,7 @@ mod tests {
         let a = session("aWQtMQ", "u", Some("sid-1"), t - 10);
         let b = session("aWQtMg", "u", Some("sid-2"), t - 10);
         let (ha, hb) = (header(&st, &a).await, header(&st, &b).await);
-        assert_eq!(st.revoke_sid("https://idp", "sid-1").await, None);
+        assert_eq!(st.revoke_sid("https://idp", "sid-1", None).await, None);
         assert_eq!(st.load(&ha, t).await, None);
         assert_eq!(st.load(&hb, t).await, Some(b));
         // The same sid at another issuer is another IdP session.
@@ -463,7 +510,54 @@ mod tests {
         assert_eq!(st.load(&hc, t).await, Some(c));
         // Nothing to revoke: nothing changes.
         st.revoke_sub("https://idp", "").await;
-        st.revoke_sid("https://idp", "").await;
+        st.revoke_sid("https://idp", "", None).await;
+    }
+
+    #[tokio::test]
+    async fn a_sid_logout_naming_the_user_also_ends_the_users_sessions_without_a_sid() {
+        let st = store();
+        let t = now();
+        let with_sid = session("aWQtMQ", "u", Some("sid-1"), t - 10);
+        let other_sid = session("aWQtMg", "u", Some("sid-2"), t - 10);
+        let without = session("aWQtMw", "u", None, t - 10);
+        let stranger = session("aWQtNA", "v", None, t - 10);
+        let h: Vec<String> = headers(&st, &[&with_sid, &other_sid, &without, &stranger]).await;
+        st.revoke_sid("https://idp", "sid-1", Some("u")).await;
+        assert_eq!(st.load(&h[0], t).await, None);
+        assert_eq!(
+            st.load(&h[1], t).await,
+            Some(other_sid),
+            "another IdP session goes on"
+        );
+        assert_eq!(
+            st.load(&h[2], t).await,
+            None,
+            "no sid to name it by: the sub does"
+        );
+        assert_eq!(st.load(&h[3], t).await, Some(stranger));
+    }
+
+    async fn headers(st: &SessionStore, sessions: &[&Session]) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in sessions {
+            out.push(header(st, s).await);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_login_right_after_a_logout_is_a_new_session() {
+        // Same second, later millisecond: the new login is not refused.
+        let st = store();
+        let t = now();
+        let before = session("aWQtMQ", "u", None, t);
+        let h_before = header(&st, &before).await;
+        st.revoke_sub("https://idp", "u").await;
+        let mut after = session("aWQtMg", "u", None, t);
+        after.created_at_ms = now_ms() + 1;
+        let h_after = header(&st, &after).await;
+        assert_eq!(st.load(&h_before, t).await, None);
+        assert_eq!(st.load(&h_after, t).await, Some(after));
     }
 
     #[tokio::test]

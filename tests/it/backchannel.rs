@@ -116,10 +116,25 @@ async fn a_logout_token_with_only_a_sub_ends_every_session_of_that_user() {
     assert!(!works(&s, &a1).await);
     assert!(!works(&s, &a2).await);
     assert!(works(&s, &bob).await, "another user's session goes on");
-    // A login after the logout is a new session.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // A login right after the logout (in the same second) is a new session.
     let (again, _) = signed_in(&s, "alice").await;
     assert!(works(&s, &again).await);
+}
+
+#[tokio::test]
+async fn a_logout_token_with_sid_and_sub_also_ends_the_users_sessions_that_have_no_sid() {
+    let s = stack().await;
+    let (with_sid, sid) = signed_in(&s, "alice").await;
+    let (other_sid, _) = signed_in(&s, "alice").await;
+    // An ID token without `sid`: no sid can name this session, only the user can.
+    s.idp.set_extra_claims(json!({"sid": null}));
+    let (without_sid, _) = signed_in(&s, "alice").await;
+    s.idp.set_extra_claims(json!({}));
+    let token = s.idp.mint_logout_token(Some("alice"), Some(&sid));
+    assert_eq!(logout(&s, &token).await, 200);
+    assert!(!works(&s, &with_sid).await);
+    assert!(works(&s, &other_sid).await, "another IdP session of hers goes on");
+    assert!(!works(&s, &without_sid).await);
 }
 
 #[tokio::test]

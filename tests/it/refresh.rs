@@ -289,21 +289,106 @@ async fn a_refresh_token_that_is_not_returned_is_kept() {
 }
 
 #[tokio::test]
-async fn a_refresh_without_an_id_token_keeps_the_identity_for_the_access_tokens_lifetime() {
+async fn a_refresh_without_an_id_token_ends_the_session_when_the_backend_is_sent_id_tokens() {
     let s = stack().await;
     s.idp.set_refresh_id_token(false);
-    let mut jar = expired_login(&s).await;
-    let before = session_in(&s, &jar);
+    let jar = expired_login(&s).await;
     let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
-    assert!(a.is_allow(), "{}", a.body());
-    assert_eq!(a.upstream("x-auth-request-user").as_deref(), Some("alice"));
-    jar.apply(&a.set_cookies());
-    let after = session_in(&s, &jar);
-    assert_eq!(after.identity, before.identity);
-    assert!(
-        after.expires_at > now() + 3000,
-        "lives as long as the new access token"
+    assert_eq!(
+        a.status(),
+        401,
+        "an expired ID token is never sent upstream: {}",
+        a.body()
     );
+    assert_eq!(s.idp.refresh_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_refresh_without_an_id_token_keeps_the_identity_for_the_access_tokens_lifetime() {
+    for upstream in ["access_token", "none"] {
+        let s = stack_with(
+            IdpOptions::default(),
+            "",
+            &format!("    upstream_token: {upstream}\n"),
+        )
+        .await;
+        s.idp.set_refresh_id_token(false);
+        let mut jar = expired_login(&s).await;
+        let before = session_in(&s, &jar);
+        let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
+        assert!(a.is_allow(), "{upstream}: {}", a.body());
+        assert_eq!(a.upstream("x-auth-request-user").as_deref(), Some("alice"));
+        if upstream == "access_token" {
+            assert_ne!(
+                Some(upstream_token(&a)),
+                before.access_token,
+                "the new access token"
+            );
+        } else {
+            assert_eq!(a.upstream("authorization"), None);
+        }
+        jar.apply(&a.set_cookies());
+        let after = session_in(&s, &jar);
+        assert_eq!(after.identity, before.identity);
+        assert!(
+            after.expires_at > now() + 3000,
+            "lives as long as the new access token"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_expiry_gets_its_own_refresh_even_when_the_idp_keeps_the_refresh_token() {
+    // Tokens that expire at once and a refresh token that never changes: every cookie is a new
+    // state of the session, and each is refreshed (the memory is per state, not per token).
+    let s = stack().await;
+    s.idp.set_refresh_rotation(false);
+    let mut jar = expired_login(&s).await;
+    s.idp.set_token_ttl(0);
+    let mut seen = vec![session_in(&s, &jar).id_token];
+    for round in 1..=3 {
+        let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
+        assert!(a.is_allow(), "round {round}: {}", a.body());
+        let token = upstream_token(&a);
+        assert!(
+            !seen.contains(&token),
+            "round {round}: a fresh ID token each time"
+        );
+        seen.push(token);
+        jar.apply(&a.set_cookies());
+        assert_eq!(s.idp.refresh_requests(), round, "one grant per request");
+    }
+}
+
+#[tokio::test]
+async fn a_403_after_a_refresh_still_gives_the_browser_the_refreshed_session() {
+    // The rule refuses alice, but the refresh already spent her old refresh token: the new
+    // cookie must reach the browser, or her session (good for other rules) is lost.
+    let s = stack_with(IdpOptions::default(), "", "    allowed: { groups: [admins] }\n").await;
+    s.idp.set_token_ttl(0);
+    let mut jar = Jar::default();
+    let first = s.check(Req::browser(APP).cookies(&jar)).await;
+    jar.apply(&first.set_cookies());
+    let callback = idp_approve(&first.location()).await;
+    let done = s.check(Req::browser(&callback).cookies(&jar)).await;
+    jar.apply(&done.set_cookies());
+    s.idp.set_token_ttl(3600);
+    s.idp.reset_counters();
+    let before = session_in(&s, &jar);
+
+    let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
+    assert_eq!(a.status(), 403, "{}", a.body());
+    assert_eq!(s.idp.refresh_requests(), 1);
+    let cookies = a.set_cookies();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("_oidc_authz=")),
+        "{cookies:?}"
+    );
+    jar.apply(&cookies);
+    let after = session_in(&s, &jar);
+    assert_eq!(after.id, before.id);
+    assert_ne!(after.refresh_token, before.refresh_token);
+    assert!(after.expires_at > now() + 3000);
 }
 
 #[tokio::test]
@@ -358,13 +443,14 @@ async fn a_refreshed_token_for_another_subject_or_that_fails_validation_ends_the
 
 #[tokio::test]
 async fn an_idp_that_is_down_or_answers_5xx_is_bridged_by_refresh_grace_then_not() {
-    for failure in ["503", "500", "refused"] {
+    for failure in ["503", "500", "429", "refused"] {
         let s = stack_with(IdpOptions::default(), "  refresh_grace: 3s\n", "").await;
         let jar = expired_login(&s).await;
         let expired_at = session_in(&s, &jar).expires_at;
         match failure {
             "503" => s.idp.set_availability(Availability::Down503),
             "500" => s.idp.set_token_endpoint_status(Some(500)),
+            "429" => s.idp.set_token_endpoint_status(Some(429)),
             _ => s.idp.set_availability(Availability::Refuse),
         }
         // Within the grace: allowed, with the session as it is (no new cookie).
@@ -394,19 +480,53 @@ async fn an_idp_that_is_down_or_answers_5xx_is_bridged_by_refresh_grace_then_not
 }
 
 #[tokio::test]
+async fn refresh_grace_0s_ends_the_session_as_soon_as_the_idp_fails_and_5m_is_the_default() {
+    let s = stack_with(IdpOptions::default(), "  refresh_grace: 0s\n", "").await;
+    let jar = expired_login(&s).await;
+    s.idp.set_availability(Availability::Down503);
+    let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
+    assert_eq!(a.status(), 401, "{}", a.body());
+
+    // Without the key: five minutes.
+    let s = stack().await;
+    assert_eq!(s.app.refresh_grace_secs, 300);
+    let jar = expired_login(&s).await;
+    s.idp.set_availability(Availability::Down503);
+    let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
+    assert!(a.is_allow(), "{}", a.body());
+}
+
+#[tokio::test]
 async fn a_hung_token_endpoint_is_bridged_by_refresh_grace_after_the_refresh_timeout() {
     let s = stack().await;
     let jar = expired_login(&s).await;
     // Longer than the refresh timeout: without one, the Check would wait and then refresh.
     s.idp.set_token_delay(Some(Duration::from_secs(30)));
+    // Envoy gives up on ext_authz after 5 s (envoy/envoy.yaml): the answer must come first.
     let a = tokio::time::timeout(
-        Duration::from_secs(20),
+        Duration::from_secs(5),
         s.check(Req::api("GET", APP).cookies(&jar)),
     )
     .await
-    .expect("Check answers before a hung IdP does");
+    .expect("Check answers within Envoy's ext_authz timeout");
     assert!(a.is_allow(), "{}", a.body());
     assert!(a.set_cookies().is_empty(), "served from the grace, not refreshed");
+}
+
+#[tokio::test]
+async fn a_refreshed_id_token_signed_by_a_key_not_yet_in_the_jwks_is_bridged_by_the_grace() {
+    // A key rotation the JWKS cache has not caught up with says nothing against the session.
+    let s = stack().await;
+    let jar = expired_login(&s).await;
+    s.idp.set_id_token_mint(Mint::UnknownKid);
+    let a = s.check(Req::api("GET", APP).cookies(&jar)).await;
+    assert!(a.is_allow(), "{}", a.body());
+    assert!(a.set_cookies().is_empty());
+    let m = metrics(&s).await;
+    assert_eq!(
+        counter(&m, "oidc_authz_sessions_refreshed_total{result=\"unavailable\"}"),
+        1
+    );
 }
 
 #[tokio::test]
