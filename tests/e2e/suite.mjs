@@ -261,7 +261,7 @@ async function waitPast(exp, marginMs = 1500) {
   if (ms > 0) await new Promise((r) => setTimeout(r, ms));
 }
 
-/** XHRs from the page (same origin), all at once: [{ status, redirected, setCookie, body }]. */
+/** XHRs (fetch with X-Requested-With) from the page, same origin, all at once: [{ status, redirected, url, body }]. */
 async function xhrs(page, paths) {
   return page.evaluate(
     async (ps) =>
