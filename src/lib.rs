@@ -32,6 +32,8 @@
 //! - `refresh`: keeps a session going past its tokens' expiry (the refresh-token grant, one at
 //!   a time per session, its result shared; `refresh_grace` when the IdP is down).
 //! - `redirect_guard`: which `rd` targets are allowed (no open redirects).
+//! - `redis_client`: the edge to Redis (one server, TLS, or a Cluster): lazy connection,
+//!   reconnection, bounded commands, and whether Redis is up.
 //! - `authorize`: one request end to end, protocol-free: facts in, `Verdict` out.
 //! - `reply`: protocol-free responses (redirects, JSON errors, HTML pages), and
 //!   `escape_for_log` for request values in logs.
@@ -69,6 +71,7 @@ pub(crate) mod login;
 pub(crate) mod metrics;
 pub(crate) mod oidc;
 pub(crate) mod redirect_guard;
+pub(crate) mod redis_client;
 pub(crate) mod refresh;
 pub(crate) mod reply;
 pub mod rule_source;

@@ -158,8 +158,8 @@ pub fn open(config: &Config) -> Result<Box<dyn RuleStore>, StoreError> {
             rules: config.rules.clone(),
         })),
         RulesStore::File(path) => Ok(Box::new(FileStore::new(path.clone()))),
-        RulesStore::Redis(url) => Err(StoreError::Io {
-            path: url.clone(),
+        RulesStore::Redis(_) | RulesStore::SessionRedis => Err(StoreError::Io {
+            path: "redis".into(),
             message: "the redis rule store is not supported by this release; use file:PATH or inline".into(),
         }),
     }

@@ -62,8 +62,30 @@ pub(super) fn check_session(session: &SessionConfig, file: &str, errors: &mut Ve
             );
         }
     }
-    if session.store == SessionStoreKind::Redis && session.redis_url.is_none() {
-        push("session.redis_url".into(), "required with store: redis".into());
+    if session.store == SessionStoreKind::Redis
+        && session.redis_url.is_none()
+        && session.redis_cluster.is_empty()
+    {
+        push(
+            "session.redis_url".into(),
+            "required with store: redis (or session.redis_cluster)".into(),
+        );
+    }
+    if session.redis_url.is_some() && !session.redis_cluster.is_empty() {
+        push(
+            "session.redis_cluster".into(),
+            "set redis_url or redis_cluster, not both".into(),
+        );
+    }
+    if let Some(url) = &session.redis_url {
+        if let Err(why) = check_redis_url(url) {
+            push("session.redis_url".into(), why);
+        }
+    }
+    for (i, node) in session.redis_cluster.iter().enumerate() {
+        if let Err(why) = check_redis_url(node) {
+            push(format!("session.redis_cluster[{i}]"), why);
+        }
     }
     let name_ok = !session.cookie_name.is_empty()
         && session.cookie_name.len() <= 64
@@ -91,10 +113,52 @@ pub(super) fn check_session(session: &SessionConfig, file: &str, errors: &mut Ve
     }
 }
 
+/// A Redis address: `redis://` or `rediss://`, with a host.
+fn check_redis_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{}` is not a URL ({e})", redact(text)))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(format!(
+            "`{}` must start with redis:// or rediss://",
+            redact(text)
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{}` has no host", redact(text)));
+    }
+    Ok(())
+}
+
+/// A Redis URL for an error message: its password is never shown.
+fn redact(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("******"));
+            u.to_string()
+        }
+        Ok(_) => text.to_string(),
+        Err(_) => "(unreadable)".into(),
+    }
+}
+
+/// `rules_store: redis` needs the session's Redis; a `redis://` store needs a good URL.
+pub(super) fn check_rules_store_redis(
+    store: RulesStore,
+    session: &SessionConfig,
+) -> Result<RulesStore, String> {
+    match &store {
+        RulesStore::SessionRedis if session.redis().is_none() => {
+            Err("`redis` uses session.redis_url or session.redis_cluster, and neither is set".into())
+        }
+        RulesStore::Redis(url) => check_redis_url(url).map(|()| store),
+        _ => Ok(store),
+    }
+}
+
 pub(super) fn parse_rules_store(text: Option<&str>, base: &Path) -> Result<RulesStore, String> {
     match text {
         None => Ok(RulesStore::File(base.join("rules.yaml"))),
         Some("inline") => Ok(RulesStore::Inline),
+        Some("redis") => Ok(RulesStore::SessionRedis),
         Some(t) if t.starts_with("file:") => {
             let p = &t["file:".len()..];
             if p.is_empty() {
@@ -103,6 +167,9 @@ pub(super) fn parse_rules_store(text: Option<&str>, base: &Path) -> Result<Rules
             Ok(RulesStore::File(base.join(p)))
         }
         Some(t) if t.starts_with("redis://") || t.starts_with("rediss://") => Ok(RulesStore::Redis(t.into())),
-        Some(t) => Err(format!("`{t}` is not file:PATH, redis://… or inline")),
+        Some(t) => Err(format!(
+            "`{}` is not file:PATH, redis://…, redis or inline",
+            redact(t)
+        )),
     }
 }

@@ -153,8 +153,13 @@ pub struct SessionConfig {
     pub secrets: Vec<String>,
     #[serde(default)]
     pub store: SessionStoreKind,
+    /// One Redis server (`redis://`, `rediss://`), for `store: redis`, shared revocations and a
+    /// `redis` rule store.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// Instead of `redis_url`: the seed nodes of a Redis Cluster.
+    #[serde(default)]
+    pub redis_cluster: Vec<String>,
     #[serde(default = "default_cookie_name")]
     pub cookie_name: String,
     #[serde(default = "yes")]
@@ -206,7 +211,31 @@ pub enum RulesStore {
     Inline,
     /// A YAML file holding `rules:`; relative paths are relative to the config file.
     File(PathBuf),
+    /// The rule set in Redis at this address (`redis://…`, `rediss://…`).
     Redis(String),
+    /// `rules_store: redis`: the rule set in the Redis of `session.redis_url` or
+    /// `session.redis_cluster`.
+    SessionRedis,
+}
+
+/// Where Redis is, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAddress {
+    /// `session.redis_url` (or a `rules_store: redis://…` URL).
+    Server(String),
+    /// `session.redis_cluster`.
+    Cluster(Vec<String>),
+}
+
+impl SessionConfig {
+    /// The Redis that sessions and revocations use, when one is configured.
+    pub fn redis(&self) -> Option<RedisAddress> {
+        match (&self.redis_url, self.redis_cluster.is_empty()) {
+            (Some(url), _) => Some(RedisAddress::Server(url.clone())),
+            (None, false) => Some(RedisAddress::Cluster(self.redis_cluster.clone())),
+            (None, true) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -519,7 +548,9 @@ impl Draft {
         };
         checks::check_server(&top.server, &file, &mut errors);
         checks::check_session(&top.session, &file, &mut errors);
-        let rules_store = match checks::parse_rules_store(top.rules_store.as_deref(), &base) {
+        let rules_store = match checks::parse_rules_store(top.rules_store.as_deref(), &base)
+            .and_then(|store| checks::check_rules_store_redis(store, &top.session))
+        {
             Ok(s) => s,
             Err(message) => {
                 errors.push(ConfigError {

@@ -1,0 +1,232 @@
+//! The edge to Redis: one client that the session store, the shared revocations and the rule
+//! store use, so that timeouts, reconnection and the `oidc_authz_redis_up` gauge are decided
+//! once. Nothing above this module sees a Redis type but the commands it builds.
+//!
+//! - A standalone server (`redis://`, `rediss://` for TLS, `user:password@` for ACLs) is reached
+//!   through redis-rs's `ConnectionManager`, created lazily: the server starts while Redis is
+//!   down, and the manager reconnects by itself when it returns.
+//! - A Redis Cluster (`session.redis_cluster` seed nodes) is connected in the background, with
+//!   backoff, and reconnects by itself afterwards.
+//! - Every command is bounded by [`COMMAND_TIMEOUT`]: Redis that does not answer is Redis down,
+//!   and the callers answer 503, never an allow.
+//!
+//! TLS uses rustls with the system's roots; `SSL_CERT_FILE` / `SSL_CERT_DIR` are honoured, so a
+//! private CA is trusted by pointing `SSL_CERT_FILE` at it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline};
+
+/// The longest a command may take before Redis counts as down.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+/// The longest a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Backoff of the background cluster connection: starts here, doubles, never above the cap.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(2);
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server: `redis://…` or `rediss://…`.
+    Server(String),
+    /// A Redis Cluster: its seed nodes, each `redis://host:port` or `rediss://…`.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// What to show in logs and `/readyz`: the addresses without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            RedisTarget::Server(url) => without_credentials(url),
+            RedisTarget::Cluster(nodes) => format!(
+                "cluster {}",
+                nodes
+                    .iter()
+                    .map(|n| without_credentials(n))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+}
+
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(unreadable address)".into(),
+    }
+}
+
+/// Redis could not be asked: down, slow, refusing, or an answer of the wrong shape. The text is
+/// for logs and never holds a credential.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct RedisDown(pub String);
+
+#[derive(Clone)]
+enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The shared client (cheap to share behind an `Arc`).
+pub struct RedisClient {
+    target: RedisTarget,
+    conn: ArcSwapOption<Conn>,
+    up: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisClient({}, up: {})", self.target.describe(), self.is_up())
+    }
+}
+
+impl RedisClient {
+    /// A client for `target`. An address that cannot be read is an error here (the
+    /// configuration check reports it first); Redis being down is not: commands fail until it
+    /// is back. Must run inside the Tokio runtime.
+    pub fn start(target: RedisTarget) -> Result<Arc<RedisClient>, RedisDown> {
+        let client = Arc::new(RedisClient {
+            target: target.clone(),
+            conn: ArcSwapOption::empty(),
+            up: AtomicBool::new(false),
+        });
+        match target {
+            RedisTarget::Server(url) => {
+                let redis = redis::Client::open(url.as_str()).map_err(|e| RedisDown(e.to_string()))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(COMMAND_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(RETRY_CAP);
+                let manager = ConnectionManager::new_lazy_with_config(redis, config)
+                    .map_err(|e| RedisDown(e.to_string()))?;
+                client.conn.store(Some(Arc::new(Conn::Server(manager))));
+            }
+            RedisTarget::Cluster(nodes) => {
+                let builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(COMMAND_TIMEOUT)
+                    .retries(1);
+                let cluster = builder.build().map_err(|e| RedisDown(e.to_string()))?;
+                let weak = Arc::downgrade(&client);
+                tokio::spawn(async move {
+                    let mut wait = RETRY_FIRST;
+                    loop {
+                        let Some(client) = weak.upgrade() else { return };
+                        match cluster.get_async_connection().await {
+                            Ok(conn) => {
+                                client.conn.store(Some(Arc::new(Conn::Cluster(conn))));
+                                client.up.store(true, Ordering::Relaxed);
+                                tracing::info!(redis = %client.target.describe(), "redis cluster connected");
+                                return;
+                            }
+                            Err(e) => {
+                                client.up.store(false, Ordering::Relaxed);
+                                tracing::warn!(redis = %client.target.describe(), error = %e, retry_in = ?wait, "redis cluster not reachable");
+                            }
+                        }
+                        drop(client);
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(RETRY_CAP);
+                    }
+                });
+            }
+        }
+        Ok(client)
+    }
+
+    /// What the client talks to (for logs and `/readyz`).
+    pub fn describe(&self) -> String {
+        self.target.describe()
+    }
+
+    /// Whether the last command reached Redis (`oidc_authz_redis_up`).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn connection(&self) -> Result<Conn, RedisDown> {
+        self.conn
+            .load_full()
+            .map(|c| Conn::clone(&c))
+            .ok_or_else(|| RedisDown("not connected yet".into()))
+    }
+
+    fn settle<T>(
+        &self,
+        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, RedisDown> {
+        let result = match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if !is_connection_error(&e) => {
+                // Redis answered, with an error of its own: it is up.
+                self.up.store(true, Ordering::Relaxed);
+                return Err(RedisDown(e.to_string()));
+            }
+            Ok(Err(e)) => Err(RedisDown(e.to_string())),
+            Err(_) => Err(RedisDown(format!(
+                "no answer within {} ms",
+                COMMAND_TIMEOUT.as_millis()
+            ))),
+        };
+        self.up.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    /// Runs one command.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisDown> {
+        let conn = self.connection()?;
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, async move {
+            match conn {
+                Conn::Server(mut c) => cmd.query_async(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+            }
+        })
+        .await;
+        self.settle(result)
+    }
+
+    /// Runs a pipeline (`atomic()` for MULTI/EXEC; in a cluster, its keys must share a slot).
+    pub async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisDown> {
+        let conn = self.connection()?;
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, async move {
+            match conn {
+                Conn::Server(mut c) => pipe.query_async(&mut c).await,
+                Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
+            }
+        })
+        .await;
+        self.settle(result)
+    }
+
+    /// Checks the connection with a PING.
+    pub async fn ping(&self) -> Result<(), RedisDown> {
+        let pong: String = self.query(&redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(RedisDown(format!("PING answered {pong:?}")))
+        }
+    }
+}
+
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}

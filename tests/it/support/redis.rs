@@ -1,0 +1,101 @@
+//! Real `redis-server` processes for the integration tests: each test starts its own on a free
+//! loopback port (never the system service), with no persistence, and stops it when the handle
+//! is dropped. `stop` and `start_again` (same port) let a test take Redis away mid-test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One `redis-server` on 127.0.0.1.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    /// Extra arguments (ACL users, TLS) repeated on a restart.
+    args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn(port: u16, args: &[String]) -> Child {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--protected-mode", "no", "--loglevel", "warning"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn()
+        .expect("redis-server runs (apt-get install -y redis-server)")
+}
+
+/// Waits (bounded) until `port` accepts connections.
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server on port {port} did not start within 10 s");
+}
+
+impl RedisServer {
+    /// A fresh, empty server.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new())
+    }
+
+    /// A fresh server with extra `redis-server` arguments.
+    pub fn start_with(args: Vec<String>) -> RedisServer {
+        let port = free_port();
+        let child = spawn(port, &args);
+        wait_listening(port);
+        RedisServer {
+            port,
+            child: Some(child),
+            args,
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (its data is gone: no persistence).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn start_again(&mut self) {
+        self.stop();
+        self.child = Some(spawn(self.port, &self.args));
+        wait_listening(self.port);
+    }
+
+    /// Runs `redis-cli` against this server and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
