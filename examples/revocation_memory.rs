@@ -25,11 +25,12 @@ fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let ids: Vec<String> = (0..MAX_REVOKED).map(|_| new_session_id()).collect();
-        let until = oidc_authz::app::now() + 24 * 3600;
+        // Revocations count in unix milliseconds.
+        let until = (oidc_authz::app::now() + 24 * 3600) * 1000;
         let set = Revocations::in_memory(MAX_REVOKED);
         let before = rss()?;
         for id in &ids {
-            set.revoke(id, until).await;
+            set.revoke(id, until).await.map_err(|e| e.to_string())?;
         }
         let held = set.len().await;
         let after = rss()?;

@@ -1,17 +1,18 @@
 //! The state every listener shares: the live rules, the providers, the session codec (login
-//! cookies), the session store and the counters. Built once by `server` (or by a test) and passed
+//! cookies), the session store, Redis (when configured) and the counters. Built once by `server` (or by a test) and passed
 //! around in an `Arc`.
 
 use std::sync::Arc;
 
 pub use crate::clock::now;
-use crate::config::Config;
+use crate::config::{Config, RedisAddress, SessionStoreKind};
 use crate::metrics::Metrics;
 use crate::oidc::fetch;
 use crate::oidc::provider::Providers;
+use crate::redis_client::{RedisClient, RedisTarget};
 use crate::rules::{RuleSet, RuleSetHandle};
 use crate::session::revocations::Revocations;
-use crate::session::store::{CookieStore, SessionStore};
+use crate::session::store::{CookieStore, RedisStore, SessionStore, MAX_LOGOUT_TOKENS};
 use crate::session::SessionCodec;
 
 pub struct App {
@@ -26,13 +27,45 @@ pub struct App {
     /// `session.refresh_grace` in seconds: how long past expiry a session is served while the
     /// IdP cannot be reached at refresh.
     pub refresh_grace_secs: u64,
+    /// The Redis of `session.redis_url` / `session.redis_cluster`, when one is configured.
+    pub redis: Option<Arc<RedisClient>>,
+}
+
+/// The session store the configuration asks for: the redis store; or the cookie store with
+/// revocations and used logout tokens in Redis when one is configured (shared by replicas),
+/// else in memory.
+fn session_store(
+    config: &Config,
+    codec: Arc<SessionCodec>,
+    redis: Option<&Arc<RedisClient>>,
+) -> SessionStore {
+    match (config.session.store, redis) {
+        (SessionStoreKind::Redis, Some(redis)) => SessionStore::Redis(RedisStore::new(codec, redis.clone())),
+        (_, Some(redis)) => SessionStore::Cookie(CookieStore::with_logout_tokens(
+            codec,
+            Revocations::in_redis(redis.clone()),
+            Revocations::in_redis(redis.clone()),
+        )),
+        // (`store: redis` without an address does not pass the configuration check.)
+        (_, None) => SessionStore::Cookie(CookieStore::with_logout_tokens(
+            codec,
+            Revocations::default(),
+            Revocations::in_memory(MAX_LOGOUT_TOKENS),
+        )),
+    }
 }
 
 impl App {
     /// Builds the state and starts discovery for every enabled rule's provider.
     pub fn start(config: &Config, rules: RuleSet) -> Arc<App> {
         let sessions = Arc::new(SessionCodec::new(&config.session));
-        let session_store = SessionStore::Cookie(CookieStore::new(sessions.clone(), Revocations::default()));
+        let redis = config.session.redis().map(|address| {
+            RedisClient::start_or_broken(match address {
+                RedisAddress::Server(url) => RedisTarget::Server(url),
+                RedisAddress::Cluster(nodes) => RedisTarget::Cluster(nodes),
+            })
+        });
+        let session_store = session_store(config, sessions.clone(), redis.as_ref());
         let app = Arc::new(App {
             rules: RuleSetHandle::new(rules),
             providers: Providers::new(fetch::client()),
@@ -40,6 +73,7 @@ impl App {
             session_store,
             metrics: Metrics::default(),
             refresh_grace_secs: config.session.refresh_grace.as_secs(),
+            redis,
         });
         app.start_providers();
         app
@@ -63,7 +97,7 @@ impl App {
     /// Enabled rules whose provider is not ready, with the reason.
     pub fn not_ready(&self) -> Vec<(String, String)> {
         let rules = self.rules.load();
-        rules
+        let mut not_ready: Vec<(String, String)> = rules
             .enabled()
             .filter_map(|r| {
                 let p = self.providers.get(&r.provider_key);
@@ -76,6 +110,20 @@ impl App {
                     None => Some((r.name.clone(), "not started".into())),
                 }
             })
-            .collect()
+            .collect();
+        if let Some(redis) = self.redis.as_ref().filter(|r| !r.is_up()) {
+            not_ready.push(("redis".into(), format!("{} is not reachable", redis.describe())));
+        }
+        not_ready
+    }
+
+    /// Asks Redis (when one is configured) whether it is up; `/readyz` and `/metrics` call it
+    /// so that they report Redis as it is now, not as the last request found it.
+    pub async fn check_redis(&self) {
+        if let Some(redis) = &self.redis {
+            if let Err(e) = redis.ping().await {
+                tracing::debug!(error = %e, "redis ping failed");
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use crate::refresh::{self, Fresh};
 use crate::reply::{escape_for_log, Reply};
 use crate::rules::normalize::{parse_host, RequestPath};
 use crate::rules::Rule;
-use crate::session::{cookies, Session};
+use crate::session::{cookies, Session, StoreDown};
 
 /// Identity headers we set; any other client-sent `x-auth-request-*` header is removed.
 pub const IDENTITY_PREFIX: &str = "x-auth-request-";
@@ -193,13 +193,16 @@ async fn login_with(
 ) -> Decision {
     // 1. A session cookie for this rule's issuer and client (not signed out), refreshed when
     //    its tokens have run out.
-    let session = app
-        .session_store
-        .load(cookie_header, now)
-        .await
-        .filter(|s| s.is_for(&rule.issuer, &rule.client_id));
+    let session = match app.session_store.load(cookie_header, now).await {
+        Ok(session) => session.filter(|s| s.is_for(&rule.issuer, &rule.client_id)),
+        Err(down) => return store_down(req, &rule.name, &down),
+    };
     if let Some(session) = session {
-        let (session, renewed) = match refresh::fresh(app, rule, session, now).await {
+        let fresh = match refresh::fresh(app, rule, session, now).await {
+            Ok(fresh) => fresh,
+            Err(down) => return store_down(req, &rule.name, &down),
+        };
+        let (session, renewed) = match fresh {
             Fresh::Current(s) | Fresh::Grace(s) => (Some(s), false),
             Fresh::Renewed(s) => (Some(s), true),
             Fresh::Ended => (None, false),
@@ -211,10 +214,14 @@ async fn login_with(
                 // `response_headers_to_add`) or not (a 403 under this rule must not lose a
                 // session that others accept: its old refresh token may be spent).
                 let present: Vec<&str> = cookies::pairs(cookie_header).map(|(n, _)| n).collect();
-                let set = app
+                let set = match app
                     .session_store
                     .save(&session, rule.cookie_domain.as_deref(), &present, now)
-                    .await;
+                    .await
+                {
+                    Ok(set) => set,
+                    Err(down) => return store_down(req, &rule.name, &down),
+                };
                 match &mut decision.verdict {
                     Verdict::Allow(allow) => allow.response_cookies = set,
                     Verdict::Respond(reply) => reply.add_cookies(set),
@@ -276,6 +283,10 @@ async fn login_with(
 
     // 3. No usable credentials.
     if is_navigation(req) {
+        // A login that could not be stored at its end is not started.
+        if let Err(down) = app.session_store.ready().await {
+            return store_down(req, &rule.name, &down);
+        }
         let return_url = request_url(req);
         let (outcome, reply) = crate::login::begin(app, rule, &return_url, cookie_header, now);
         Decision::respond(outcome, reply)
@@ -321,6 +332,15 @@ fn session_allow(
     }
     strip_session_cookie(app, cookie_header, &mut allow);
     Decision::allow(Outcome::AllowSession, allow)
+}
+
+/// 503 (with `retry-after`): the session store cannot be asked. Never an allow.
+fn store_down(req: &RequestFacts<'_>, rule: &str, down: &StoreDown) -> Decision {
+    tracing::warn!(rule = %rule, error = %down, "session store unavailable");
+    Decision::respond(
+        Outcome::Unavailable,
+        unavailable(req, rule, "the session store is unavailable; try again shortly"),
+    )
 }
 
 fn is_navigation(req: &RequestFacts<'_>) -> bool {

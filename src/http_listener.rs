@@ -222,6 +222,7 @@ async fn frontchannel_logout(
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
+    app.check_redis().await;
     let not_ready = app.not_ready();
     if not_ready.is_empty() {
         to_response(Reply::json(200, json!({"ready": true})))
@@ -236,6 +237,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut body = app.metrics.render();
+    if let Some(redis) = &app.redis {
+        let _ = redis.ping().await;
+        body.push_str("# TYPE oidc_authz_redis_up gauge\n");
+        body.push_str(&format!("oidc_authz_redis_up {}\n", u8::from(redis.is_up())));
+    }
     for p in app.providers.all() {
         body.push_str(&format!(
             "oidc_authz_jwks_fetches_total{{issuer=\"{}\"}} {}\n",

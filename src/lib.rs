@@ -19,10 +19,12 @@
 //!   that `default_action: allow` leaves unprotected.
 //! - `identity`: the identity taken from verified claims, and the `allowed` checks.
 //! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`),
-//!   the bounded set of revoked session ids (`session::revocations`), and `session::store`,
+//!   the bounded set of revoked session ids, in memory or Redis (`session::revocations`), and
+//!   `session::store`,
 //!   the one seam the request paths use to load, save, clear and revoke sessions (cookie store
-//!   today), revoke by IdP `sid`/`sub`, take a session's refresh lock and remember its result,
-//!   and remember used logout tokens.
+//!   or Redis), revoke by IdP `sid`/`sub`, take a session's refresh lock and remember its
+//!   result, and remember used logout tokens; `session::redis_store` is the `redis` store (the
+//!   cookie holds a sealed id, the session lives in Redis, sealed).
 //! - `oidc`: the identity providers: `oidc::claims` (a token's claims, typed accessors),
 //!   `oidc::fetch` (the HTTP client, bounded bodies),
 //!   `oidc::discovery`, `oidc::keys` (the JWKS cache), `oidc::token` (validation),

@@ -400,10 +400,22 @@ async fn start_session(
     now: u64,
 ) -> Reply {
     let present: Vec<&str> = cookies::pairs(cookie_header).map(|(n, _)| n).collect();
-    let mut set = app
+    let mut set = match app
         .session_store
         .save(&session, rule.cookie_domain.as_deref(), &present, now)
-        .await;
+        .await
+    {
+        Ok(set) => set,
+        Err(down) => {
+            tracing::warn!(rule = %rule.name, error = %down, "login completed but the session cannot be stored");
+            let mut reply = Reply::unavailable_page(
+                "the session store is unavailable; please sign in again shortly",
+                &login.url,
+            );
+            reply.add_cookies(clear_login);
+            return reply;
+        }
+    };
     set.extend(clear_login);
     tracing::info!(rule = %rule.name, has_sid = session.sid().is_some(), "login completed");
     if app.sessions.same_site() == crate::config::SameSite::Strict {

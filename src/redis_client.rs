@@ -30,6 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Backoff of the background cluster connection: starts here, doubles, never above the cap.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(2);
+/// How often Redis is pinged in the background.
+const HEALTH_EVERY: Duration = Duration::from_millis(500);
 
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +87,9 @@ pub struct RedisClient {
     target: RedisTarget,
     conn: ArcSwapOption<Conn>,
     up: AtomicBool,
+    /// Why there can be no connection at all (an address the driver refuses): every command
+    /// fails with it, so everything that needs Redis answers 503.
+    broken: Option<String>,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -102,6 +107,7 @@ impl RedisClient {
             target: target.clone(),
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
+            broken: None,
         });
         match target {
             RedisTarget::Server(url) => {
@@ -145,7 +151,35 @@ impl RedisClient {
                 });
             }
         }
+        // Keeps `is_up` true to the moment (for `/readyz` and `oidc_authz_redis_up`), and
+        // connects at start rather than on the first request.
+        let weak = Arc::downgrade(&client);
+        tokio::spawn(async move {
+            loop {
+                let Some(client) = weak.upgrade() else { return };
+                let _ = client.ping().await;
+                drop(client);
+                tokio::time::sleep(HEALTH_EVERY).await;
+            }
+        });
         Ok(client)
+    }
+
+    /// `start`, or, when the address cannot be used at all, a client whose every command fails
+    /// (fail closed: 503), with the reason logged.
+    pub fn start_or_broken(target: RedisTarget) -> Arc<RedisClient> {
+        match RedisClient::start(target.clone()) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(redis = %target.describe(), error = %e, "redis address unusable: everything that needs redis answers 503");
+                Arc::new(RedisClient {
+                    target,
+                    conn: ArcSwapOption::empty(),
+                    up: AtomicBool::new(false),
+                    broken: Some(e.0),
+                })
+            }
+        }
     }
 
     /// What the client talks to (for logs and `/readyz`).
@@ -159,6 +193,9 @@ impl RedisClient {
     }
 
     fn connection(&self) -> Result<Conn, RedisDown> {
+        if let Some(why) = &self.broken {
+            return Err(RedisDown(why.clone()));
+        }
         self.conn
             .load_full()
             .map(|c| Conn::clone(&c))

@@ -30,7 +30,7 @@ use crate::oidc::token::{self, TokenError};
 use crate::reply::escape_for_log;
 use crate::rules::Rule;
 use crate::session::store::RefreshResult;
-use crate::session::Session;
+use crate::session::{Session, StoreDown};
 
 /// What to serve a request on a session with.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,8 +59,9 @@ pub const REFRESH_BUDGET: Duration = Duration::from_millis(3500);
 /// itself bounded by `REFRESH_BUDGET`.
 const LOCK_WAIT: Duration = Duration::from_millis(4000);
 
-/// The session to serve `rule`'s request with, refreshed when its tokens have run out.
-pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Fresh {
+/// The session to serve `rule`'s request with, refreshed when its tokens have run out. `Err`
+/// when the session store cannot be asked (answer 503).
+pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Result<Fresh, StoreDown> {
     let mut session = session;
     let mut renewed = false;
     for _ in 0..MAX_HOPS {
@@ -69,11 +70,11 @@ pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Fresh 
         };
         if session.refresh_token.is_none() {
             // Nothing to refresh with: the session ends with its token.
-            return Fresh::Ended;
+            return Ok(Fresh::Ended);
         }
-        let (result, granted) = match app.session_store.recent_refresh(&session).await {
+        let (result, granted) = match app.session_store.recent_refresh(&session).await? {
             Some(result) => (result, false),
-            None => (refresh_locked(app, rule, &session, now).await, true),
+            None => (refresh_locked(app, rule, &session, now).await?, true),
         };
         match result {
             RefreshResult::Renewed(next) => {
@@ -84,38 +85,45 @@ pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Fresh 
                     break;
                 }
             }
-            RefreshResult::Ended => return Fresh::Ended,
+            RefreshResult::Ended => return Ok(Fresh::Ended),
             RefreshResult::Unavailable => {
-                return if now < due.saturating_add(app.refresh_grace_secs) {
+                return Ok(if now < due.saturating_add(app.refresh_grace_secs) {
                     Fresh::Grace(session)
                 } else {
                     Fresh::Ended
-                };
+                });
             }
         }
     }
-    if renewed {
+    Ok(if renewed {
         Fresh::Renewed(session)
     } else {
         Fresh::Current(session)
-    }
+    })
 }
 
 /// Refreshes `session` under its lock: the result of the refresh we waited for, if another
 /// request made it, else one grant, remembered for the requests that follow.
-async fn refresh_locked(app: &App, rule: &Rule, session: &Session, now: u64) -> RefreshResult {
-    let Ok(_guard) = tokio::time::timeout(LOCK_WAIT, app.session_store.refresh_lock(&session.id)).await
-    else {
+async fn refresh_locked(
+    app: &App,
+    rule: &Rule,
+    session: &Session,
+    now: u64,
+) -> Result<RefreshResult, StoreDown> {
+    let Ok(guard) = tokio::time::timeout(LOCK_WAIT, app.session_store.refresh_lock(&session.id)).await else {
         // The refresh in flight takes too long: this request is answered from the grace.
-        return RefreshResult::Unavailable;
+        return Ok(RefreshResult::Unavailable);
     };
+    let _guard = guard?;
     // The request we waited for may have refreshed this very session.
-    if let Some(result) = app.session_store.recent_refresh(session).await {
-        return result;
+    if let Some(result) = app.session_store.recent_refresh(session).await? {
+        return Ok(result);
     }
     let result = refresh_once(app, rule, session, now).await;
-    app.session_store.remember_refresh(session, result.clone()).await;
-    result
+    app.session_store
+        .remember_refresh(session, result.clone())
+        .await?;
+    Ok(result)
 }
 
 /// One refresh-token grant for `session` at `rule`'s provider, counted.

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::admin::RuleAdmin;
 use crate::app::App;
 use crate::check::CheckService;
-use crate::config::{Config, SessionStoreKind};
+use crate::config::Config;
 use crate::rules::RuleSet;
 
 /// Largest gRPC message we accept (a `CheckRequest` with big headers fits easily).
@@ -195,12 +195,6 @@ pub async fn run(
 
 /// `oidc-authz serve`, with the config's rules as `rule_source::load_config` compiled them.
 pub async fn serve(config: Config, compiled_config_rules: RuleSet) -> Result<(), ServeError> {
-    if config.session.store == SessionStoreKind::Redis {
-        return Err(ServeError::Unsupported(format!(
-            "{}: field \"session.store\": the redis session store is not supported by this release; use cookie",
-            config.path.display()
-        )));
-    }
     let services = start_with(&config, Some(compiled_config_rules))?;
     let bound = bind(&config).await?;
     let (tx, rx) = watch::channel(false);

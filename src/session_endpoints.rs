@@ -18,7 +18,7 @@ use crate::refresh::{self, Fresh};
 use crate::reply::{escape_for_log, Reply, SIGN_OUT_PATH};
 use crate::rules::normalize::{normalize_host, parse_host};
 use crate::rules::Rule;
-use crate::session::cookies;
+use crate::session::{cookies, StoreDown};
 
 /// What the session endpoints read from a request, as sent; `None` is a header that is absent
 /// (or, for `authority` and `forwarded_proto`, unreadable).
@@ -45,6 +45,19 @@ impl EndpointRequest<'_> {
     fn host(&self) -> String {
         parse_host(self.authority.unwrap_or("")).unwrap_or_default()
     }
+}
+
+/// 503 JSON (with `retry-after`): the session store cannot be asked.
+fn store_down_json(rule: &str, down: &StoreDown) -> Reply {
+    tracing::warn!(error = %down, "session store unavailable");
+    Reply::unavailable(rule, "the session store is unavailable; try again shortly")
+}
+
+/// 503 page (with `retry-after`): the session store cannot be asked.
+fn store_down_page(down: &StoreDown, request: &EndpointRequest<'_>) -> Reply {
+    tracing::warn!(error = %down, "session store unavailable");
+    let again = format!("//{}{SIGN_OUT_PATH}", request.authority.unwrap_or_default());
+    Reply::unavailable_page("the session store is unavailable; try again shortly", &again)
 }
 
 /// The answer when no rule serves the request's host.
@@ -150,10 +163,15 @@ pub async fn sign_out(app: &App, request: &EndpointRequest<'_>) -> Reply {
     }
     let cookie = request.cookie_header;
     // A session already revoked is no session: its ID token is not handed out as a hint.
-    let session = app.session_store.load(cookie, request.now).await;
+    let session = match app.session_store.load(cookie, request.now).await {
+        Ok(session) => session,
+        Err(down) => return store_down_page(&down, request),
+    };
     if let Some(s) = &session {
         // A saved copy of the cookie must not outlive the sign-out.
-        app.session_store.revoke(s).await;
+        if let Err(down) = app.session_store.revoke(s).await {
+            return store_down_page(&down, request);
+        }
     }
     let present: Vec<&str> = cookies::pairs(cookie).map(|(n, _)| n).collect();
     let mut clear = app.session_store.clear(rule.cookie_domain.as_deref(), &present);
@@ -216,22 +234,28 @@ pub async fn userinfo(app: &App, request: &EndpointRequest<'_>) -> Reply {
         .endpoint_rule(&host)
         .map(|r| r.name.clone())
         .unwrap_or_default();
-    let Some(session) = app.session_store.load(request.cookie_header, now).await else {
-        return Reply::unauthorized(&rule_name, None);
+    let session = match app.session_store.load(request.cookie_header, now).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Reply::unauthorized(&rule_name, None),
+        Err(down) => return store_down_json(&rule_name, &down),
     };
     let rule = rules.enabled().find(|r| session.is_for(&r.issuer, &r.client_id));
     let (session, cookies) = match rule {
         Some(rule) => match refresh::fresh(app, rule, session, now).await {
-            Fresh::Current(s) | Fresh::Grace(s) => (s, Vec::new()),
-            Fresh::Renewed(s) => {
+            Ok(Fresh::Current(s) | Fresh::Grace(s)) => (s, Vec::new()),
+            Ok(Fresh::Renewed(s)) => {
                 let present: Vec<&str> = cookies::pairs(request.cookie_header).map(|(n, _)| n).collect();
-                let set = app
+                match app
                     .session_store
                     .save(&s, rule.cookie_domain.as_deref(), &present, now)
-                    .await;
-                (s, set)
+                    .await
+                {
+                    Ok(set) => (s, set),
+                    Err(down) => return store_down_json(&rule_name, &down),
+                }
             }
-            Fresh::Ended => return Reply::unauthorized(&rule_name, None),
+            Ok(Fresh::Ended) => return Reply::unauthorized(&rule_name, None),
+            Err(down) => return store_down_json(&rule_name, &down),
         },
         // No enabled rule takes this session any more: shown while its ID token lasts.
         None if session.refresh_due(now, UpstreamToken::IdToken).is_none() => (session, Vec::new()),
@@ -263,21 +287,22 @@ pub const MAX_LOGOUT_BODY: usize = 64 * 1024;
 /// OIDC Back-Channel Logout 1.0: the form body's `logout_token`, validated against the rules
 /// with its `iss` and `aud`, ends the sessions of its `sid` (that IdP session only) or, without
 /// one, of its `sub`. 200 (`cache-control: no-store`, as every `Reply`); a bad or replayed token
-/// is 400 `{"error": "invalid_request"}` and revokes nothing.
+/// is 400 `{"error": "invalid_request"}` and revokes nothing; a session store that cannot be
+/// asked is 503.
 ///
 /// The rule is found from the token, not from the host it was posted to: an IdP may call an
 /// in-cluster address. Its signature decides; the unverified `iss`/`aud` only pick the keys.
 pub async fn backchannel_logout(app: &App, body: &[u8], now: u64) -> Reply {
     match logout_of(app, body, now).await {
         Ok(Accepted { rule, issuer, logout }) => {
-            match (&logout.sid, &logout.sub) {
-                (Some(sid), sub) => {
-                    app.session_store.revoke_sid(&issuer, sid, sub.as_deref()).await;
-                }
-                (None, Some(sub)) => {
-                    app.session_store.revoke_sub(&issuer, sub).await;
-                }
-                (None, None) => {}
+            let ended = match (&logout.sid, &logout.sub) {
+                (Some(sid), sub) => app.session_store.revoke_sid(&issuer, sid, sub.as_deref()).await,
+                (None, Some(sub)) => app.session_store.revoke_sub(&issuer, sub).await,
+                (None, None) => Ok(None),
+            };
+            if let Err(down) = ended {
+                // Not (surely) revoked: the IdP may deliver it again.
+                return store_down_json(&rule, &down);
             }
             app.metrics.record_logout(LogoutKind::Backchannel);
             tracing::info!(
@@ -287,6 +312,7 @@ pub async fn backchannel_logout(app: &App, body: &[u8], now: u64) -> Reply {
             );
             Reply::json(200, json!({}))
         }
+        Err(LogoutFailure::StoreDown(down)) => store_down_json("", &down),
         Err(e) => {
             tracing::info!(reason = %escape_for_log(&e), "back-channel logout refused");
             Reply::json(400, json!({"error": "invalid_request"}))
@@ -304,7 +330,30 @@ struct Accepted {
 }
 
 /// The valid logout token in `body`: the rule that accepted it, its issuer, and what it ends.
-async fn logout_of(app: &App, body: &[u8], now: u64) -> Result<Accepted, LogoutTokenError> {
+/// Why a back-channel logout was not carried out.
+#[derive(Debug, thiserror::Error)]
+enum LogoutFailure {
+    /// The request or its token is bad: 400.
+    #[error("{0}")]
+    Token(LogoutTokenError),
+    /// The session store cannot be asked: 503 (the IdP may deliver it again).
+    #[error("{0}")]
+    StoreDown(StoreDown),
+}
+
+impl From<LogoutTokenError> for LogoutFailure {
+    fn from(e: LogoutTokenError) -> LogoutFailure {
+        LogoutFailure::Token(e)
+    }
+}
+
+impl From<crate::oidc::token::TokenError> for LogoutFailure {
+    fn from(e: crate::oidc::token::TokenError) -> LogoutFailure {
+        LogoutFailure::Token(e.into())
+    }
+}
+
+async fn logout_of(app: &App, body: &[u8], now: u64) -> Result<Accepted, LogoutFailure> {
     let mut tokens = url::form_urlencoded::parse(body)
         .take(16)
         .filter(|(k, _)| k == "logout_token")
@@ -332,12 +381,13 @@ async fn logout_of(app: &App, body: &[u8], now: u64) -> Result<Accepted, LogoutT
         };
         match provider.verify_logout_token(&token, &rule.client_id, now).await {
             Ok(logout) => {
-                if !app
+                let first = app
                     .session_store
                     .first_use_of_logout_token(&rule.issuer, &logout.jti, logout.refused_after)
                     .await
-                {
-                    return Err(LogoutTokenError::Replayed);
+                    .map_err(LogoutFailure::StoreDown)?;
+                if !first {
+                    return Err(LogoutFailure::Token(LogoutTokenError::Replayed));
                 }
                 return Ok(Accepted {
                     rule: rule.name.clone(),
@@ -346,11 +396,11 @@ async fn logout_of(app: &App, body: &[u8], now: u64) -> Result<Accepted, LogoutT
                 });
             }
             Err(e) => {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(LogoutFailure::Token(e));
             }
         }
     }
-    Err(first_error.unwrap_or(LogoutTokenError::NoRule))
+    Err(first_error.unwrap_or(LogoutFailure::Token(LogoutTokenError::NoRule)))
 }
 
 /// A JWT's claims read without checking anything: only to pick which rule's keys check it.
@@ -381,13 +431,17 @@ pub async fn frontchannel_logout(
     let (Some(iss), Some(sid)) = (iss, sid) else {
         return reply;
     };
-    let Some(session) = app.session_store.load(request.cookie_header, request.now).await else {
-        return reply;
+    let session = match app.session_store.load(request.cookie_header, request.now).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return reply,
+        Err(down) => return store_down_page(&down, request),
     };
     if session.iss != iss || session.sid() != Some(sid) {
         return reply;
     }
-    app.session_store.revoke(&session).await;
+    if let Err(down) = app.session_store.revoke(&session).await {
+        return store_down_page(&down, request);
+    }
     let rules = app.rules.load();
     let present: Vec<&str> = cookies::pairs(request.cookie_header).map(|(n, _)| n).collect();
     for rule in rules

@@ -5,9 +5,22 @@
 //! sessions only through `store::SessionStore`.
 
 pub mod cookies;
+pub mod redis_store;
 pub mod revocations;
 pub mod seal;
 pub mod store;
+
+/// Where sessions or revocations are kept (Redis) cannot be asked right now: the request is
+/// answered 503, never allowed. The text is for logs.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the session store is unavailable: {0}")]
+pub struct StoreDown(pub String);
+
+impl From<crate::redis_client::RedisDown> for StoreDown {
+    fn from(e: crate::redis_client::RedisDown) -> StoreDown {
+        StoreDown(e.0)
+    }
+}
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -168,6 +181,48 @@ impl SessionCodec {
         Some(session)
     }
 
+    /// `Set-Cookie` lines holding only the sealed session id (the `redis` store), for a session
+    /// made at `created_at`.
+    pub fn write_session_ref<'a>(
+        &self,
+        id: &str,
+        created_at: u64,
+        domain: Option<&str>,
+        present: impl Iterator<Item = &'a str>,
+        now: u64,
+    ) -> Vec<String> {
+        let sealed = self.sealer.seal(Purpose::SessionRef, id.as_bytes());
+        let remaining = created_at
+            .saturating_add(self.max_lifetime_secs)
+            .saturating_sub(now);
+        let max_age = i64::try_from(remaining).unwrap_or(i64::MAX);
+        self.attrs(domain)
+            .set_chunked(&self.cookie_name, &sealed, max_age, present)
+    }
+
+    /// The session id in a `cookie` header (the `redis` store), if one opens.
+    pub fn read_session_ref(&self, cookie_header: &str) -> Option<String> {
+        let sealed = cookies::get_chunked(cookie_header, &self.cookie_name)?;
+        let plain = self.sealer.open(Purpose::SessionRef, &sealed)?;
+        String::from_utf8(plain).ok().filter(|id| !id.is_empty())
+    }
+
+    /// A session sealed for storage in Redis.
+    pub fn seal_stored(&self, session: &Session) -> Option<String> {
+        let json = serde_json::to_vec(session).ok()?;
+        Some(self.sealer.seal(Purpose::StoredSession, &json))
+    }
+
+    /// A session stored in Redis, if it opens, has an id and is within `max_lifetime` at `now`.
+    pub fn open_stored(&self, sealed: &str, now: u64) -> Option<Session> {
+        let plain = self.sealer.open(Purpose::StoredSession, sealed)?;
+        let session: Session = serde_json::from_slice(&plain).ok()?;
+        if session.id.is_empty() || now >= self.end_of(&session) {
+            return None;
+        }
+        Some(session)
+    }
+
     /// Unix seconds at which `session` ends whatever its tokens say (`max_lifetime`).
     pub fn end_of(&self, session: &Session) -> u64 {
         session.created_at.saturating_add(self.max_lifetime_secs)
@@ -239,6 +294,7 @@ pub(crate) fn test_codec(max_lifetime: u64) -> SessionCodec {
         secrets: vec!["a-session-secret-of-at-least-32-bytes!".into()],
         store: Default::default(),
         redis_url: None,
+        redis_cluster: Vec::new(),
         cookie_name: "_s".into(),
         secure: true,
         same_site: Default::default(),

@@ -16,11 +16,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sha2::{Digest, Sha256};
 
+use super::StoreDown;
 use crate::clock::now_ms;
+use crate::redis_client::RedisClient;
 
 /// Revoked ids remembered at once, per replica (about 60 bytes each: about 6 MiB for 100,000,
 /// measured by `examples/revocation_memory.rs`).
@@ -45,12 +47,22 @@ pub struct Revocations {
 enum Backend {
     /// This replica's memory.
     Memory(MemorySet),
+    /// Redis (`session.redis_url`): every replica sees every revocation. One key per id,
+    /// expiring when the revocation does.
+    Redis(Arc<RedisClient>),
+}
+
+/// The Redis key of a revoked id.
+fn redis_key(k: &Key) -> String {
+    let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+    format!("oidc-authz:revoked:{hex}")
 }
 
 impl std::fmt::Debug for Revocations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.backend {
             Backend::Memory(m) => write!(f, "Revocations(memory, {} ids)", m.read().map.len()),
+            Backend::Redis(r) => write!(f, "Revocations(redis {})", r.describe()),
         }
     }
 }
@@ -138,53 +150,95 @@ impl Revocations {
         }
     }
 
+    /// A set kept in Redis, shared by every replica.
+    pub fn in_redis(redis: Arc<RedisClient>) -> Revocations {
+        Revocations {
+            backend: Backend::Redis(redis),
+        }
+    }
+
+    /// Whether every replica sees this set (it is in Redis).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+
     /// Remembers `id` as revoked until the unix millisecond `until`. An empty id or a time
     /// already past changes nothing.
-    pub async fn revoke(&self, id: &str, until: u64) {
+    pub async fn revoke(&self, id: &str, until: u64) -> Result<(), StoreDown> {
         let t = now_ms();
         if id.is_empty() || until <= t {
-            return;
+            return Ok(());
         }
         match &self.backend {
-            Backend::Memory(m) => m.write().insert(key(id), until, m.capacity, t),
+            Backend::Memory(m) => {
+                m.write().insert(key(id), until, m.capacity, t);
+                Ok(())
+            }
+            Backend::Redis(r) => {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(redis_key(&key(id))).arg(until).arg("PXAT").arg(until);
+                r.query::<()>(&cmd).await.map_err(StoreDown::from)
+            }
         }
     }
 
     /// Remembers `id` until the unix millisecond `until` and says whether it was new: `false`
     /// when it was already held (and has not run out). Atomic: of two concurrent calls with one
-    /// id, one gets `true`. An empty id or a time already past is never new.
-    pub async fn first_time(&self, id: &str, until: u64) -> bool {
+    /// id (on any replica, with Redis), one gets `true`. An empty id or a time already past is
+    /// never new.
+    pub async fn first_time(&self, id: &str, until: u64) -> Result<bool, StoreDown> {
         let t = now_ms();
         if id.is_empty() || until <= t {
-            return false;
+            return Ok(false);
         }
         let k = key(id);
         match &self.backend {
             Backend::Memory(m) => {
                 let mut entries = m.write();
                 if entries.until(&k, t).is_some() {
-                    return false;
+                    return Ok(false);
                 }
                 entries.insert(k, until, m.capacity, t);
-                true
+                Ok(true)
+            }
+            Backend::Redis(r) => {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(redis_key(&k)).arg(until).arg("NX").arg("PXAT").arg(until);
+                let set: Option<String> = r.query(&cmd).await?;
+                Ok(set.is_some())
             }
         }
     }
 
     /// Whether `id` was revoked (and its revocation has not run out).
-    pub async fn is_revoked(&self, id: &str) -> bool {
-        self.revoked_until(id).await.is_some()
+    pub async fn is_revoked(&self, id: &str) -> Result<bool, StoreDown> {
+        Ok(self.revoked_until(id).await?.is_some())
     }
 
     /// Until when (unix milliseconds) `id` is revoked (a session id, or a `sid`/`sub` key of
     /// `store`), if it is.
-    pub async fn revoked_until(&self, id: &str) -> Option<u64> {
+    pub async fn revoked_until(&self, id: &str) -> Result<Option<u64>, StoreDown> {
+        Ok(self.revoked_until_each(&[id]).await?.into_iter().next().flatten())
+    }
+
+    /// `revoked_until` for several ids in one round trip.
+    pub async fn revoked_until_each(&self, ids: &[&str]) -> Result<Vec<Option<u64>>, StoreDown> {
+        let t = now_ms();
         match &self.backend {
-            Backend::Memory(m) => m.until(&key(id), now_ms()),
+            Backend::Memory(m) => Ok(ids.iter().map(|id| m.until(&key(id), t)).collect()),
+            Backend::Redis(r) => {
+                let mut pipe = redis::pipe();
+                for id in ids {
+                    pipe.cmd("GET").arg(redis_key(&key(id)));
+                }
+                let values: Vec<Option<u64>> = r.pipeline(&pipe).await?;
+                Ok(values.into_iter().map(|v| v.filter(|until| *until > t)).collect())
+            }
         }
     }
 
-    /// Ids currently held (those past their time dropped first); for tests and diagnostics.
+    /// Ids currently held in memory (those past their time dropped first); for tests and
+    /// diagnostics. A Redis set is not counted (0).
     pub async fn len(&self) -> u64 {
         match &self.backend {
             Backend::Memory(m) => {
@@ -194,6 +248,7 @@ impl Revocations {
                 entries.trim(m.capacity, t);
                 entries.map.len() as u64
             }
+            Backend::Redis(_) => 0,
         }
     }
 
@@ -209,14 +264,14 @@ mod tests {
     #[tokio::test]
     async fn a_revoked_id_stays_revoked_until_its_time() {
         let r = Revocations::default();
-        r.revoke("abc", now_ms() + 3_600_000).await;
-        assert!(r.is_revoked("abc").await);
-        assert!(!r.is_revoked("abd").await);
+        r.revoke("abc", now_ms() + 3_600_000).await.unwrap();
+        assert!(r.is_revoked("abc").await.unwrap());
+        assert!(!r.is_revoked("abd").await.unwrap());
         // Already past, or no id: nothing to remember.
-        r.revoke("old", now_ms().saturating_sub(1)).await;
-        r.revoke("", now_ms() + 3_600_000).await;
-        assert!(!r.is_revoked("old").await);
-        assert!(!r.is_revoked("").await);
+        r.revoke("old", now_ms().saturating_sub(1)).await.unwrap();
+        r.revoke("", now_ms() + 3_600_000).await.unwrap();
+        assert!(!r.is_revoked("old").await.unwrap());
+        assert!(!r.is_revoked("").await.unwrap());
         assert_eq!(r.len().await, 1);
     }
 
@@ -224,20 +279,21 @@ mod tests {
     async fn a_flood_of_revocations_stays_within_the_capacity() {
         let r = Revocations::in_memory(100);
         for i in 0..5_000 {
-            r.revoke(&format!("id-{i}"), u64::MAX).await;
+            r.revoke(&format!("id-{i}"), u64::MAX).await.unwrap();
         }
         assert!(r.len().await <= 100, "{}", r.len().await);
         // The newest ids are admitted (no admission filter): the latest sign-out counts, and
         // the oldest revocation goes first.
-        assert!(r.is_revoked("id-4999").await);
-        assert!(r.is_revoked("id-4900").await);
-        assert!(!r.is_revoked("id-4899").await);
-        assert!(!r.is_revoked("id-0").await);
+        assert!(r.is_revoked("id-4999").await.unwrap());
+        assert!(r.is_revoked("id-4900").await.unwrap());
+        assert!(!r.is_revoked("id-4899").await.unwrap());
+        assert!(!r.is_revoked("id-0").await.unwrap());
     }
 
     fn queued(r: &Revocations) -> usize {
         match &r.backend {
             Backend::Memory(m) => m.read().order.len(),
+            Backend::Redis(_) => 0,
         }
     }
 
@@ -246,15 +302,18 @@ mod tests {
         let r = Revocations::in_memory(10);
         let t = now_ms();
         for i in 0..10_000 {
-            r.revoke("same", t + 100_000 + i % 7).await;
+            r.revoke("same", t + 100_000 + i % 7).await.unwrap();
         }
         assert!(queued(&r) <= 20, "{}", queued(&r));
-        assert_eq!(r.revoked_until("same").await, Some(t + 100_000 + 9_999 % 7));
+        assert_eq!(
+            r.revoked_until("same").await.unwrap(),
+            Some(t + 100_000 + 9_999 % 7)
+        );
         // Others still fit beside it.
         for i in 0..9 {
-            r.revoke(&format!("other-{i}"), t + 100_000).await;
+            r.revoke(&format!("other-{i}"), t + 100_000).await.unwrap();
         }
-        assert!(r.is_revoked("same").await);
+        assert!(r.is_revoked("same").await.unwrap());
         assert_eq!(r.len().await, 10);
     }
 
@@ -265,20 +324,20 @@ mod tests {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..50 {
             let r = r.clone();
-            set.spawn(async move { r.first_time("jti-1", until).await });
+            set.spawn(async move { r.first_time("jti-1", until).await.unwrap() });
         }
         let firsts = set.join_all().await.into_iter().filter(|f| *f).count();
         assert_eq!(firsts, 1);
-        assert!(!r.first_time("jti-1", until).await);
-        assert!(r.first_time("jti-2", until).await);
+        assert!(!r.first_time("jti-1", until).await.unwrap());
+        assert!(r.first_time("jti-2", until).await.unwrap());
         // A time already past is never new, and is not remembered.
-        assert!(!r.first_time("jti-3", now_ms().saturating_sub(1)).await);
+        assert!(!r.first_time("jti-3", now_ms().saturating_sub(1)).await.unwrap());
     }
 
     #[tokio::test]
     async fn a_lookup_before_any_revocation_finds_nothing() {
         let r = Revocations::default();
-        assert_eq!(r.revoked_until("x").await, None);
+        assert_eq!(r.revoked_until("x").await.unwrap(), None);
         assert!(r.is_empty().await);
     }
 }

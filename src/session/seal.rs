@@ -19,8 +19,14 @@ pub const MAX_SEALED_LEN: usize = 64 * 1024;
 /// What a sealed value is for; bound into the ciphertext.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
+    /// A whole session in its cookie (the `cookie` store).
     Session,
+    /// A pending login's state.
     Login,
+    /// The cookie of the `redis` store: only the session's id.
+    SessionRef,
+    /// A session as the `redis` store keeps it in Redis (a dump reveals no token).
+    StoredSession,
 }
 
 impl Purpose {
@@ -28,6 +34,8 @@ impl Purpose {
         match self {
             Purpose::Session => b"oidc-authz session v1",
             Purpose::Login => b"oidc-authz login-state v1",
+            Purpose::SessionRef => b"oidc-authz session-ref v1",
+            Purpose::StoredSession => b"oidc-authz stored-session v1",
         }
     }
 }

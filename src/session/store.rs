@@ -34,8 +34,10 @@ use moka::Expiry;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+pub use super::redis_store::RedisStore;
+use super::redis_store::SharedLock;
 use super::revocations::Revocations;
-use super::{Session, SessionCodec};
+use super::{Session, SessionCodec, StoreDown};
 use crate::clock::now_ms;
 
 /// Session ids whose refresh lock is kept at once, per replica.
@@ -68,49 +70,67 @@ pub enum RefreshResult {
 pub enum SessionStore {
     /// The whole session in a sealed cookie.
     Cookie(CookieStore),
+    /// The session in Redis; the cookie holds its sealed id.
+    Redis(RedisStore),
 }
 
 /// Held while a session's tokens are refreshed: one refresh at a time per session. Dropping
 /// it lets the next refresh in.
 pub struct RefreshGuard {
-    _guard: OwnedMutexGuard<()>,
+    _local: OwnedMutexGuard<()>,
+    /// With the redis store, the lock every replica sees (released on drop).
+    _shared: Option<SharedLock>,
 }
 
 impl SessionStore {
     /// The session in a `cookie` header: one that opens, has an id, is within `max_lifetime`
     /// and was not revoked (neither itself nor its `sid`/`sub`). Expiry of its ID token is the
-    /// caller's business (refresh).
-    pub async fn load(&self, cookie_header: &str, now: u64) -> Option<Session> {
+    /// caller's business (refresh). `Err` when the store (Redis) cannot be asked: answer 503.
+    pub async fn load(&self, cookie_header: &str, now: u64) -> Result<Option<Session>, StoreDown> {
         match self {
             SessionStore::Cookie(s) => s.load(cookie_header, now).await,
+            SessionStore::Redis(s) => s.load(cookie_header, now).await,
         }
     }
 
-    /// `Set-Cookie` lines storing `session` (`present`: the cookie names the request carried,
-    /// so stale chunks are deleted).
+    /// Stores `session` and returns the `Set-Cookie` lines for it (`present`: the cookie names
+    /// the request carried, so stale chunks are deleted).
     pub async fn save(
         &self,
         session: &Session,
         domain: Option<&str>,
         present: &[&str],
         now: u64,
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>, StoreDown> {
         match self {
-            SessionStore::Cookie(s) => s.save(session, domain, present, now),
+            SessionStore::Cookie(s) => Ok(s.save(session, domain, present, now)),
+            SessionStore::Redis(s) => s.save(session, domain, present, now).await,
+        }
+    }
+
+    /// Whether a new session could be stored now (the redis store asks Redis when the last
+    /// command failed); the cookie store always can.
+    pub async fn ready(&self) -> Result<(), StoreDown> {
+        match self {
+            SessionStore::Cookie(_) => Ok(()),
+            SessionStore::Redis(s) => s.ready().await,
         }
     }
 
     /// `Set-Cookie` lines deleting the session's cookies.
     pub fn clear(&self, domain: Option<&str>, present: &[&str]) -> Vec<String> {
-        match self {
-            SessionStore::Cookie(s) => s.clear(domain, present),
-        }
+        let codec = match self {
+            SessionStore::Cookie(s) => &s.codec,
+            SessionStore::Redis(s) => s.codec(),
+        };
+        codec.clear_session(domain, present.iter().copied())
     }
 
     /// Revokes `session` until its `max_lifetime` runs out, so no copy of its cookie works.
-    pub async fn revoke(&self, session: &Session) {
+    pub async fn revoke(&self, session: &Session) -> Result<(), StoreDown> {
         match self {
             SessionStore::Cookie(s) => s.revoke(session).await,
+            SessionStore::Redis(s) => s.delete(session).await,
         }
     }
 
@@ -119,62 +139,92 @@ impl SessionStore {
     /// from ID tokens without a `sid` (which no `sid` can name). Returns how many sessions were
     /// ended when the store can count them; the cookie store holds no sessions, so it returns
     /// `None` (its sessions are refused all the same).
-    pub async fn revoke_sid(&self, issuer: &str, sid: &str, sub: Option<&str>) -> Option<u64> {
+    pub async fn revoke_sid(
+        &self,
+        issuer: &str,
+        sid: &str,
+        sub: Option<&str>,
+    ) -> Result<Option<u64>, StoreDown> {
         match self {
             SessionStore::Cookie(s) => {
-                s.revoke_principal(Principal::Sid, issuer, sid).await;
+                s.revoke_principal(Principal::Sid, issuer, sid).await?;
                 if let Some(sub) = sub {
-                    s.revoke_principal(Principal::SubWithoutSid, issuer, sub).await;
+                    s.revoke_principal(Principal::SubWithoutSid, issuer, sub).await?;
                 }
-                None
+                Ok(None)
             }
+            SessionStore::Redis(s) => s.end_sid(issuer, sid, sub).await.map(Some),
         }
     }
 
     /// Ends every session made before now for the user `sub` at `issuer` (back-channel logout
     /// without a `sid`). Returns a count as `revoke_sid` does.
-    pub async fn revoke_sub(&self, issuer: &str, sub: &str) -> Option<u64> {
+    pub async fn revoke_sub(&self, issuer: &str, sub: &str) -> Result<Option<u64>, StoreDown> {
         match self {
             SessionStore::Cookie(s) => {
-                s.revoke_principal(Principal::Sub, issuer, sub).await;
-                None
+                s.revoke_principal(Principal::Sub, issuer, sub).await?;
+                Ok(None)
             }
+            SessionStore::Redis(s) => s.end_sub(issuer, sub).await.map(Some),
         }
     }
 
     /// Waits for, then holds, the refresh lock of `session_id`: one refresh at a time per
-    /// session (per replica for the cookie store).
-    pub async fn refresh_lock(&self, session_id: &str) -> RefreshGuard {
+    /// session (per replica for the cookie store; across replicas for the redis store).
+    pub async fn refresh_lock(&self, session_id: &str) -> Result<RefreshGuard, StoreDown> {
         match self {
-            SessionStore::Cookie(s) => s.locks.lock(session_id).await,
+            SessionStore::Cookie(s) => Ok(RefreshGuard {
+                _local: s.locks.lock(session_id).await,
+                _shared: None,
+            }),
+            SessionStore::Redis(s) => {
+                let local = s.locks().lock(session_id).await;
+                let shared = s.shared_lock(session_id).await?;
+                Ok(RefreshGuard {
+                    _local: local,
+                    _shared: Some(shared),
+                })
+            }
         }
     }
 
-    /// What the refresh of `session` (this id, this refresh token) came to, if one happened
-    /// within `REFRESH_MEMORY` (`RETRY_AFTER` for an unreachable IdP).
-    pub async fn recent_refresh(&self, session: &Session) -> Option<RefreshResult> {
+    /// What the refresh of `session` (this id, these tokens) came to, if one happened within
+    /// `REFRESH_MEMORY` (`RETRY_AFTER` for an unreachable IdP). With the redis store, the
+    /// stored session itself says: newer tokens are the refresh's result, and no session
+    /// means it ended.
+    pub async fn recent_refresh(&self, session: &Session) -> Result<Option<RefreshResult>, StoreDown> {
         match self {
-            SessionStore::Cookie(s) => s.recent.recall(session).await,
+            SessionStore::Cookie(s) => Ok(s.recent.recall(session).await),
+            SessionStore::Redis(s) => s.recent_refresh(session).await,
         }
     }
 
-    /// Remembers what the refresh of `session` came to.
-    pub async fn remember_refresh(&self, session: &Session, result: RefreshResult) {
+    /// Remembers what the refresh of `session` came to (with the redis store: stores the
+    /// refreshed session, or deletes an ended one).
+    pub async fn remember_refresh(&self, session: &Session, result: RefreshResult) -> Result<(), StoreDown> {
         match self {
-            SessionStore::Cookie(s) => s.recent.remember(session, result).await,
+            SessionStore::Cookie(s) => {
+                s.recent.remember(session, result).await;
+                Ok(())
+            }
+            SessionStore::Redis(s) => s.remember_refresh(session, result).await,
         }
     }
 
     /// Whether this is the first use of the logout token `jti` from `issuer`: it is remembered
     /// until `until` (unix seconds), after which the token is refused anyway.
-    pub async fn first_use_of_logout_token(&self, issuer: &str, jti: &str, until: u64) -> bool {
-        match self {
-            SessionStore::Cookie(s) => {
-                s.logout_tokens
-                    .first_time(&used_token_key(issuer, jti), until.saturating_mul(1000))
-                    .await
-            }
-        }
+    pub async fn first_use_of_logout_token(
+        &self,
+        issuer: &str,
+        jti: &str,
+        until: u64,
+    ) -> Result<bool, StoreDown> {
+        let used = match self {
+            SessionStore::Cookie(s) => &s.logout_tokens,
+            SessionStore::Redis(s) => s.logout_tokens(),
+        };
+        used.first_time(&used_token_key(issuer, jti), until.saturating_mul(1000))
+            .await
     }
 }
 
@@ -205,12 +255,14 @@ fn used_token_key(issuer: &str, jti: &str) -> String {
     format!("jti\n{issuer}\n{jti}")
 }
 
-/// Sessions in sealed cookies, revocations in this replica's memory.
+/// Sessions in sealed cookies; revocations in this replica's memory, or in Redis when
+/// `session.redis_url` is set (then every replica honours them).
 #[derive(Debug)]
 pub struct CookieStore {
     codec: Arc<SessionCodec>,
     revocations: Revocations,
-    /// Set once a `sid` or `sub` was revoked: until then `load` skips those look-ups.
+    /// Set once a `sid` or `sub` was revoked here: until then, with revocations in memory,
+    /// `load` skips those look-ups.
     principals_revoked: AtomicBool,
     locks: RefreshLocks,
     recent: RefreshMemory,
@@ -219,52 +271,56 @@ pub struct CookieStore {
 }
 
 impl CookieStore {
+    /// Revocations and used logout tokens in this replica's memory.
     pub fn new(codec: Arc<SessionCodec>, revocations: Revocations) -> CookieStore {
+        CookieStore::with_logout_tokens(codec, revocations, Revocations::in_memory(MAX_LOGOUT_TOKENS))
+    }
+
+    /// With the given sets (in Redis, to share them across replicas).
+    pub fn with_logout_tokens(
+        codec: Arc<SessionCodec>,
+        revocations: Revocations,
+        logout_tokens: Revocations,
+    ) -> CookieStore {
         CookieStore {
             codec,
             revocations,
             principals_revoked: AtomicBool::new(false),
             locks: RefreshLocks::new(MAX_REFRESH_LOCKS),
             recent: RefreshMemory::new(MAX_REFRESH_MEMORY),
-            logout_tokens: Revocations::in_memory(MAX_LOGOUT_TOKENS),
+            logout_tokens,
         }
     }
 
-    async fn load(&self, cookie_header: &str, now: u64) -> Option<Session> {
-        let session = self.codec.read_session(cookie_header, now)?;
-        if self.revocations.is_revoked(&session.id).await {
-            return None;
+    async fn load(&self, cookie_header: &str, now: u64) -> Result<Option<Session>, StoreDown> {
+        let Some(session) = self.codec.read_session(cookie_header, now) else {
+            return Ok(None);
+        };
+        // The session's id, then (when any may be revoked) its `sub` and its `sid` (or the
+        // "sub without sid" key): one round trip with Redis.
+        let mut keys = vec![session.id.clone()];
+        let principals = self.revocations.is_shared() || self.principals_revoked.load(Ordering::Relaxed);
+        if principals {
+            keys.push(principal_key(Principal::Sub, &session.iss, &session.identity.sub));
+            keys.push(match session.sid() {
+                Some(sid) => principal_key(Principal::Sid, &session.iss, sid),
+                None => principal_key(Principal::SubWithoutSid, &session.iss, &session.identity.sub),
+            });
         }
-        if self.principals_revoked.load(Ordering::Relaxed) && self.principal_revoked(&session).await {
-            return None;
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let untils = self.revocations.revoked_until_each(&refs).await?;
+        if untils.first().is_some_and(Option::is_some) {
+            return Ok(None);
         }
-        Some(session)
-    }
-
-    /// Whether the session's `sid` or `sub` was revoked after it was made. A principal revoked
-    /// until `u` (milliseconds) was revoked at `u - max_lifetime`, so the session is refused when
-    /// it was made at or before that: `created_ms + max_lifetime <= u`.
-    async fn principal_revoked(&self, session: &Session) -> bool {
+        // A principal revoked until `u` (milliseconds) was revoked at `u - max_lifetime`: the
+        // session is refused when it was made at or before that.
         let end_ms = session
             .created_ms()
             .saturating_add(self.codec.max_lifetime_secs.saturating_mul(1000));
-        let mut keys = vec![principal_key(Principal::Sub, &session.iss, &session.identity.sub)];
-        match session.sid() {
-            Some(sid) => keys.push(principal_key(Principal::Sid, &session.iss, sid)),
-            None => keys.push(principal_key(
-                Principal::SubWithoutSid,
-                &session.iss,
-                &session.identity.sub,
-            )),
+        if untils.iter().skip(1).flatten().any(|until| end_ms <= *until) {
+            return Ok(None);
         }
-        for key in keys {
-            if let Some(until) = self.revocations.revoked_until(&key).await {
-                if end_ms <= until {
-                    return true;
-                }
-            }
-        }
-        false
+        Ok(Some(session))
     }
 
     fn save(&self, session: &Session, domain: Option<&str>, present: &[&str], now: u64) -> Vec<String> {
@@ -272,25 +328,26 @@ impl CookieStore {
             .write_session(session, domain, present.iter().copied(), now)
     }
 
-    fn clear(&self, domain: Option<&str>, present: &[&str]) -> Vec<String> {
-        self.codec.clear_session(domain, present.iter().copied())
-    }
-
-    async fn revoke(&self, session: &Session) {
+    async fn revoke(&self, session: &Session) -> Result<(), StoreDown> {
         self.revocations
             .revoke(&session.id, self.codec.end_of(session).saturating_mul(1000))
-            .await;
+            .await
     }
 
-    async fn revoke_principal(&self, principal: Principal, issuer: &str, value: &str) {
+    async fn revoke_principal(
+        &self,
+        principal: Principal,
+        issuer: &str,
+        value: &str,
+    ) -> Result<(), StoreDown> {
         if value.is_empty() {
-            return;
+            return Ok(());
         }
         let until = now_ms().saturating_add(self.codec.max_lifetime_secs.saturating_mul(1000));
+        self.principals_revoked.store(true, Ordering::Relaxed);
         self.revocations
             .revoke(&principal_key(principal, issuer, value), until)
-            .await;
-        self.principals_revoked.store(true, Ordering::Relaxed);
+            .await
     }
 }
 
@@ -299,7 +356,7 @@ impl CookieStore {
 /// its lock is held (more than `MAX_REFRESH_LOCKS` sessions refreshing at once on one replica)
 /// could let a second refresh of it in; with an IdP that rotates refresh tokens that one gets
 /// `invalid_grant`, but the refreshed session remembered first is kept (`RefreshMemory`).
-struct RefreshLocks(Cache<String, Arc<Mutex<()>>>);
+pub(super) struct RefreshLocks(Cache<String, Arc<Mutex<()>>>);
 
 impl std::fmt::Debug for RefreshLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -308,7 +365,7 @@ impl std::fmt::Debug for RefreshLocks {
 }
 
 impl RefreshLocks {
-    fn new(capacity: u64) -> RefreshLocks {
+    pub(super) fn new(capacity: u64) -> RefreshLocks {
         RefreshLocks(
             Cache::builder()
                 .max_capacity(capacity)
@@ -318,14 +375,12 @@ impl RefreshLocks {
         )
     }
 
-    async fn lock(&self, id: &str) -> RefreshGuard {
+    pub(super) async fn lock(&self, id: &str) -> OwnedMutexGuard<()> {
         let mutex = self
             .0
             .get_with(id.to_string(), async { Arc::new(Mutex::new(())) })
             .await;
-        RefreshGuard {
-            _guard: mutex.lock_owned().await,
-        }
+        mutex.lock_owned().await
     }
 }
 
@@ -333,7 +388,7 @@ impl RefreshLocks {
 /// state of a session, so a refreshed session (new tokens) is a new key even when the IdP kept
 /// the refresh token. Each is kept for as long as its kind allows (`KeepFor`); beyond the
 /// capacity the least recently used goes first.
-struct RefreshMemory(Cache<[u8; 32], RefreshResult>);
+pub(super) struct RefreshMemory(Cache<[u8; 32], RefreshResult>);
 
 impl std::fmt::Debug for RefreshMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -369,7 +424,7 @@ impl Expiry<[u8; 32], RefreshResult> for KeepFor {
 }
 
 impl RefreshMemory {
-    fn new(capacity: u64) -> RefreshMemory {
+    pub(super) fn new(capacity: u64) -> RefreshMemory {
         RefreshMemory(
             Cache::builder()
                 .max_capacity(capacity)
@@ -395,14 +450,14 @@ impl RefreshMemory {
         Some(h.finalize().into())
     }
 
-    async fn recall(&self, session: &Session) -> Option<RefreshResult> {
+    pub(super) async fn recall(&self, session: &Session) -> Option<RefreshResult> {
         self.0.get(&Self::key(session)?).await
     }
 
     /// Remembers `result`, unless a refreshed session is already remembered for this key (a
     /// second refresh, after the lock was evicted, must not take the first one's result away
     /// from the requests still carrying the old cookie).
-    async fn remember(&self, session: &Session, result: RefreshResult) {
+    pub(super) async fn remember(&self, session: &Session, result: RefreshResult) {
         if let Some(k) = Self::key(session) {
             self.0
                 .entry(k)
@@ -452,6 +507,7 @@ mod tests {
         store
             .save(s, None, &[], now())
             .await
+            .unwrap()
             .iter()
             .map(|l| l.split(';').next().unwrap().to_string())
             .collect::<Vec<_>>()
@@ -464,9 +520,9 @@ mod tests {
         let t = now();
         let s = session("aWQtMQ", "u", Some("sid-1"), t - 10);
         let h = header(&st, &s).await;
-        assert_eq!(st.load(&h, t).await, Some(s.clone()));
-        st.revoke(&s).await;
-        assert_eq!(st.load(&h, t).await, None);
+        assert_eq!(st.load(&h, t).await.unwrap(), Some(s.clone()));
+        st.revoke(&s).await.unwrap();
+        assert_eq!(st.load(&h, t).await.unwrap(), None);
         let clear = st.clear(Some(".example.com"), &["_s"]);
         assert!(clear[0].starts_with("_s=;"), "{clear:?}");
     }
@@ -478,18 +534,18 @@ mod tests {
         let a = session("aWQtMQ", "u", Some("sid-1"), t - 10);
         let b = session("aWQtMg", "u", Some("sid-2"), t - 10);
         let (ha, hb) = (header(&st, &a).await, header(&st, &b).await);
-        assert_eq!(st.revoke_sid("https://idp", "sid-1", None).await, None);
-        assert_eq!(st.load(&ha, t).await, None);
-        assert_eq!(st.load(&hb, t).await, Some(b));
+        assert_eq!(st.revoke_sid("https://idp", "sid-1", None).await.unwrap(), None);
+        assert_eq!(st.load(&ha, t).await.unwrap(), None);
+        assert_eq!(st.load(&hb, t).await.unwrap(), Some(b));
         // The same sid at another issuer is another IdP session.
         let mut other = session("aWQtMw", "u", Some("sid-1"), t - 10);
         other.iss = "https://other".into();
         let ho = header(&st, &other).await;
-        assert_eq!(st.load(&ho, t).await, Some(other));
+        assert_eq!(st.load(&ho, t).await.unwrap(), Some(other));
         // A login after the revocation is a new session.
         let later = session("aWQtNA", "u", Some("sid-1"), t + 2);
         let hl = header(&st, &later).await;
-        assert_eq!(st.load(&hl, t + 3).await, Some(later));
+        assert_eq!(st.load(&hl, t + 3).await.unwrap(), Some(later));
     }
 
     #[tokio::test]
@@ -504,13 +560,13 @@ mod tests {
             header(&st, &b).await,
             header(&st, &c).await,
         );
-        assert_eq!(st.revoke_sub("https://idp", "u").await, None);
-        assert_eq!(st.load(&ha, t).await, None);
-        assert_eq!(st.load(&hb, t).await, None);
-        assert_eq!(st.load(&hc, t).await, Some(c));
+        assert_eq!(st.revoke_sub("https://idp", "u").await.unwrap(), None);
+        assert_eq!(st.load(&ha, t).await.unwrap(), None);
+        assert_eq!(st.load(&hb, t).await.unwrap(), None);
+        assert_eq!(st.load(&hc, t).await.unwrap(), Some(c));
         // Nothing to revoke: nothing changes.
-        st.revoke_sub("https://idp", "").await;
-        st.revoke_sid("https://idp", "", None).await;
+        st.revoke_sub("https://idp", "").await.unwrap();
+        st.revoke_sid("https://idp", "", None).await.unwrap();
     }
 
     #[tokio::test]
@@ -522,19 +578,19 @@ mod tests {
         let without = session("aWQtMw", "u", None, t - 10);
         let stranger = session("aWQtNA", "v", None, t - 10);
         let h: Vec<String> = headers(&st, &[&with_sid, &other_sid, &without, &stranger]).await;
-        st.revoke_sid("https://idp", "sid-1", Some("u")).await;
-        assert_eq!(st.load(&h[0], t).await, None);
+        st.revoke_sid("https://idp", "sid-1", Some("u")).await.unwrap();
+        assert_eq!(st.load(&h[0], t).await.unwrap(), None);
         assert_eq!(
-            st.load(&h[1], t).await,
+            st.load(&h[1], t).await.unwrap(),
             Some(other_sid),
             "another IdP session goes on"
         );
         assert_eq!(
-            st.load(&h[2], t).await,
+            st.load(&h[2], t).await.unwrap(),
             None,
             "no sid to name it by: the sub does"
         );
-        assert_eq!(st.load(&h[3], t).await, Some(stranger));
+        assert_eq!(st.load(&h[3], t).await.unwrap(), Some(stranger));
     }
 
     async fn headers(st: &SessionStore, sessions: &[&Session]) -> Vec<String> {
@@ -552,12 +608,12 @@ mod tests {
         let t = now();
         let before = session("aWQtMQ", "u", None, t);
         let h_before = header(&st, &before).await;
-        st.revoke_sub("https://idp", "u").await;
+        st.revoke_sub("https://idp", "u").await.unwrap();
         let mut after = session("aWQtMg", "u", None, t);
         after.created_at_ms = now_ms() + 1;
         let h_after = header(&st, &after).await;
-        assert_eq!(st.load(&h_before, t).await, None);
-        assert_eq!(st.load(&h_after, t).await, Some(after));
+        assert_eq!(st.load(&h_before, t).await.unwrap(), None);
+        assert_eq!(st.load(&h_after, t).await.unwrap(), Some(after));
     }
 
     #[tokio::test]
@@ -566,47 +622,57 @@ mod tests {
         let t = now();
         let mut old = session("aWQtMQ", "u", None, t - 10);
         // No refresh token: nothing to remember.
-        st.remember_refresh(&old, RefreshResult::Ended).await;
-        assert_eq!(st.recent_refresh(&old).await, None);
+        st.remember_refresh(&old, RefreshResult::Ended).await.unwrap();
+        assert_eq!(st.recent_refresh(&old).await.unwrap(), None);
         old.refresh_token = Some("rt-1".into());
         let mut new = old.clone();
         new.refresh_token = Some("rt-2".into());
         new.expires_at = t + 600;
-        assert_eq!(st.recent_refresh(&old).await, None);
+        assert_eq!(st.recent_refresh(&old).await.unwrap(), None);
         st.remember_refresh(&old, RefreshResult::Renewed(Arc::new(new.clone())))
-            .await;
+            .await
+            .unwrap();
         assert_eq!(
-            st.recent_refresh(&old).await,
+            st.recent_refresh(&old).await.unwrap(),
             Some(RefreshResult::Renewed(Arc::new(new.clone())))
         );
         // The new cookie (another refresh token) has no refresh behind it.
-        assert_eq!(st.recent_refresh(&new).await, None);
+        assert_eq!(st.recent_refresh(&new).await.unwrap(), None);
         // Another session with the same refresh token text is another key.
         let mut other = old.clone();
         other.id = "aWQtMg".into();
-        assert_eq!(st.recent_refresh(&other).await, None);
+        assert_eq!(st.recent_refresh(&other).await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn a_logout_token_is_used_once() {
         let st = store();
         let until = now() + 600;
-        assert!(st.first_use_of_logout_token("https://idp", "j-1", until).await);
-        assert!(!st.first_use_of_logout_token("https://idp", "j-1", until).await);
+        assert!(st
+            .first_use_of_logout_token("https://idp", "j-1", until)
+            .await
+            .unwrap());
+        assert!(!st
+            .first_use_of_logout_token("https://idp", "j-1", until)
+            .await
+            .unwrap());
         // Another issuer's jti is its own.
-        assert!(st.first_use_of_logout_token("https://other", "j-1", until).await);
+        assert!(st
+            .first_use_of_logout_token("https://other", "j-1", until)
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
     async fn one_refresh_at_a_time_per_session() {
         let st = Arc::new(store());
-        let guard = st.refresh_lock("aWQtMQ").await;
+        let guard = st.refresh_lock("aWQtMQ").await.unwrap();
         // Another session refreshes meanwhile.
-        drop(st.refresh_lock("aWQtMg").await);
+        drop(st.refresh_lock("aWQtMg").await.unwrap());
         let waiting = {
             let st = st.clone();
             tokio::spawn(async move {
-                let _g = st.refresh_lock("aWQtMQ").await;
+                let _g = st.refresh_lock("aWQtMQ").await.unwrap();
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,0 +1,263 @@
+//! Sessions and revocations shared by replicas through a real `redis-server` (DESIGN "Sessions",
+//! "Reliability", "Several replicas"): the `redis` store (any replica serves any session, the
+//! cookie holds only a sealed id, Redis holds no readable token, sign-out and back-channel
+//! logout reach every replica within 1 s, one refresh per session across replicas, Redis down
+//! is 503 and never an allow), and the cookie store with `redis_url` (revocations shared).
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::support::idp::{IdpOptions, TestIdp};
+use crate::support::redis::RedisServer;
+
+const APP: &str = "https://app1.example.test/dash";
+const PUBLIC: &str = "https://app1.example.test/public/x";
+
+fn config(store: &str, redis: &RedisServer) -> String {
+    BASIC_CONFIG.replace(
+        "  secure: true\n",
+        &format!("  secure: true\n  store: {store}\n  redis_url: {}\n", redis.url()),
+    )
+}
+
+/// Two replicas sharing one IdP and one Redis.
+async fn replicas(store: &str, redis: &RedisServer) -> (Stack, Stack) {
+    let idp = TestIdp::start(IdpOptions::default()).await;
+    let a = Stack::start(idp.clone(), &config(store, redis)).await;
+    let b = Stack::start(idp, &config(store, redis)).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    (a, b)
+}
+
+async fn allowed(s: &Stack, jar: &Jar) -> bool {
+    s.check(Req::api("GET", APP).cookies(jar)).await.is_allow()
+}
+
+/// Polls `probe` every 20 ms for at most 1 s; the time it took.
+async fn within_1s<F, Fut>(mut probe: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if probe().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+async fn sign_out(s: &Stack, jar: &Jar) -> u16 {
+    http_client()
+        .get(s.http_url("/oauth2/sign_out"))
+        .header("host", "app1.example.test")
+        .header("cookie", jar.header().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn any_replica_serves_a_session_whose_cookie_holds_only_a_sealed_id() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas("redis", &redis).await;
+    let mut jar = Jar::default();
+    login_via_check(&a, APP, &mut jar).await;
+    let cookie = jar.get("_oidc_authz").expect("a session cookie").to_string();
+    assert!(
+        cookie.len() < 200,
+        "the cookie holds an id, not the session ({} bytes)",
+        cookie.len()
+    );
+    assert!(jar.get("_oidc_authz_1").is_none(), "never chunked");
+    let on_b = b.check(Req::api("GET", APP).cookies(&jar)).await;
+    assert!(on_b.is_allow(), "{}", on_b.body());
+    assert_eq!(on_b.upstream("x-auth-request-user").as_deref(), Some("alice"));
+    // Redis holds the session sealed: no token, no claim in clear.
+    let keys = redis.cli(&["--scan", "--pattern", "oidc-authz:s:*"]);
+    let key = keys.lines().next().expect("the session is in redis");
+    let stored = redis.cli(&["GET", key]);
+    assert!(!stored.contains("eyJ"), "no JWT in redis: {stored}");
+    assert!(!stored.contains("alice"), "no claim in clear: {stored}");
+    let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().unwrap();
+    assert!(
+        ttl > 0 && ttl <= 24 * 3600 * 1000,
+        "expires with max_lifetime: {ttl}"
+    );
+}
+
+#[tokio::test]
+async fn a_sign_out_on_one_replica_ends_the_session_on_the_other_within_1s() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas("redis", &redis).await;
+    let mut jar = Jar::default();
+    login_via_check(&a, APP, &mut jar).await;
+    assert!(allowed(&b, &jar).await);
+    assert_eq!(sign_out(&a, &jar).await, 302);
+    let took = within_1s(|| async { !allowed(&b, &jar).await }).await;
+    assert!(
+        took.is_some(),
+        "replica B still serves the signed-out session after 1 s"
+    );
+}
+
+#[tokio::test]
+async fn a_back_channel_logout_on_one_replica_ends_the_session_everywhere() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas("redis", &redis).await;
+    let mut jar = Jar::default();
+    login_via_check(&a, APP, &mut jar).await;
+    assert!(allowed(&b, &jar).await);
+    let sid = a.idp.last_sid().unwrap();
+    let token = a.idp.mint_logout_token(Some("alice"), Some(&sid));
+    let resp = http_client()
+        .post(b.http_url("/oauth2/backchannel_logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(within_1s(|| async { !allowed(&a, &jar).await }).await.is_some());
+    assert!(!allowed(&b, &jar).await);
+    assert_eq!(
+        redis.cli(&["--scan", "--pattern", "oidc-authz:s:*"]).trim(),
+        "",
+        "deleted from redis"
+    );
+}
+
+#[tokio::test]
+async fn one_refresh_per_session_across_replicas() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas("redis", &redis).await;
+    a.idp.set_token_ttl(0);
+    let mut jar = Jar::default();
+    login_via_check(&a, APP, &mut jar).await;
+    a.idp.set_token_ttl(3600);
+    a.idp.reset_counters();
+    a.idp.set_token_delay(Some(Duration::from_millis(300)));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let mut client = if i % 2 == 0 {
+            a.client.clone()
+        } else {
+            b.client.clone()
+        };
+        let req = Req::api("GET", APP).cookies(&jar).into_check();
+        set.spawn(async move { Answer(client.check(req).await.expect("Check answers").into_inner()) });
+    }
+    let answers = set.join_all().await;
+    let tokens: Vec<String> = answers
+        .iter()
+        .map(|x| {
+            assert!(x.is_allow(), "{}", x.body());
+            x.upstream("authorization").unwrap()
+        })
+        .collect();
+    assert_eq!(
+        a.idp.refresh_requests(),
+        1,
+        "one refresh for 20 requests on two replicas"
+    );
+    assert!(tokens.iter().all(|t| t == &tokens[0]));
+    // The same cookie keeps working on both (the session in redis was refreshed).
+    assert!(allowed(&a, &jar).await && allowed(&b, &jar).await);
+    assert_eq!(a.idp.refresh_requests(), 1);
+}
+
+#[tokio::test]
+async fn redis_down_is_503_never_an_allow_and_service_resumes_by_itself() {
+    let mut redis = RedisServer::start();
+    let (a, _b) = replicas("redis", &redis).await;
+    let mut jar = Jar::default();
+    login_via_check(&a, APP, &mut jar).await;
+    assert!(allowed(&a, &jar).await);
+    redis.stop();
+    // Past the local cache (under 1 s), every request that needs a session answers 503.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    for _ in 0..5 {
+        let x = a.check(Req::api("GET", APP).cookies(&jar)).await;
+        assert_eq!(x.status(), 503, "{}", x.body());
+        assert!(x.denied_header("retry-after").is_some());
+    }
+    // A login cannot be stored: 503, not a trip to the IdP.
+    let nav = a.check(Req::browser(APP)).await;
+    assert_eq!(nav.status(), 503);
+    // Public paths do not need a session.
+    assert!(a.check(Req::api("GET", PUBLIC)).await.is_allow());
+    let ready = http_client().get(a.http_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert!(ready.text().await.unwrap().contains("redis"));
+    let metrics = http_client()
+        .get(a.http_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("oidc_authz_redis_up 0"), "{metrics}");
+
+    // Redis returns (empty: no persistence): the old session is gone, logins work again.
+    redis.start_again();
+    let start = Instant::now();
+    let mut resumed = None;
+    while start.elapsed() < Duration::from_secs(10) {
+        if a.check(Req::browser(APP)).await.status() == 302 {
+            resumed = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resumed = resumed.expect("service resumes by itself within 10 s");
+    println!(
+        "redis session store: service resumed {} ms after redis returned",
+        resumed.as_millis()
+    );
+    let mut fresh = Jar::default();
+    login_via_check(&a, APP, &mut fresh).await;
+    assert!(allowed(&a, &fresh).await);
+}
+
+#[tokio::test]
+async fn with_the_cookie_store_and_redis_url_revocations_reach_every_replica() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas("cookie", &redis).await;
+    let mut jar = Jar::default();
+    login_via_check(&a, APP, &mut jar).await;
+    assert!(
+        allowed(&b, &jar).await,
+        "the cookie store needs no redis to serve"
+    );
+    assert_eq!(sign_out(&a, &jar).await, 302);
+    assert!(
+        !allowed(&b, &jar).await,
+        "the copy of the cookie is refused on the other replica"
+    );
+    // Back-channel on B by sub ends A's sessions of that user.
+    let mut other = Jar::default();
+    login_via_check(&a, APP, &mut other).await;
+    assert!(allowed(&a, &other).await);
+    let token = b.idp.mint_logout_token(Some("alice"), None);
+    let resp = http_client()
+        .post(b.http_url("/oauth2/backchannel_logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(!allowed(&a, &other).await);
+    // The logout token is used once, on any replica.
+    let again = http_client()
+        .post(a.http_url("/oauth2/backchannel_logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 400);
+}
