@@ -21,7 +21,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Pipeline};
+use redis::{Cmd, FromRedisValue, Pipeline, Value};
 
 /// The longest a command may take before Redis counts as down.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
@@ -236,14 +236,34 @@ impl RedisClient {
         self.settle(result)
     }
 
-    /// Runs a pipeline (`atomic()` for MULTI/EXEC; in a cluster, its keys must share a slot).
+    /// Runs a pipeline of independent commands and returns every command's answer (the
+    /// `ignore` marks are not used: read the answers as `()` or as one value per command). On a
+    /// single server it is one round trip; in a Cluster the keys may live on different nodes,
+    /// so each command is sent on its own, one after the other. Not for transactions.
     pub async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisDown> {
         let conn = self.connection()?;
         let result = tokio::time::timeout(COMMAND_TIMEOUT, async move {
-            match conn {
-                Conn::Server(mut c) => pipe.query_async(&mut c).await,
-                Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
-            }
+            let values: Vec<Value> = match conn {
+                Conn::Server(mut c) => {
+                    let mut each = Vec::with_capacity(pipe.len());
+                    for cmd in pipe.cmd_iter() {
+                        each.push(cmd.clone());
+                    }
+                    let mut plain = redis::pipe();
+                    for cmd in each {
+                        plain.add_command(cmd);
+                    }
+                    plain.query_async(&mut c).await?
+                }
+                Conn::Cluster(mut c) => {
+                    let mut values = Vec::with_capacity(pipe.len());
+                    for cmd in pipe.cmd_iter() {
+                        values.push(cmd.query_async::<Value>(&mut c).await?);
+                    }
+                    values
+                }
+            };
+            T::from_redis_value(Value::Array(values)).map_err(redis::RedisError::from)
         })
         .await;
         self.settle(result)

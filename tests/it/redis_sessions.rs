@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 use crate::support::idp::{IdpOptions, TestIdp};
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisCluster, RedisServer};
 
 const APP: &str = "https://app1.example.test/dash";
 const PUBLIC: &str = "https://app1.example.test/public/x";
@@ -260,4 +260,56 @@ async fn with_the_cookie_store_and_redis_url_revocations_reach_every_replica() {
         .await
         .unwrap();
     assert_eq!(again.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn a_redis_cluster_serves_sessions_like_a_single_server() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap();
+    let nodes = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cfg = BASIC_CONFIG.replace(
+        "  secure: true\n",
+        &format!("  secure: true\n  store: redis\n  redis_cluster: [{nodes}]\n"),
+    );
+    let idp = TestIdp::start(IdpOptions::default()).await;
+    let a = Stack::start(idp.clone(), &cfg).await;
+    let b = Stack::start(idp, &cfg).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    // Several sessions, so that their keys land on several nodes.
+    let mut jars = Vec::new();
+    for user in ["alice", "bob", "carol", "dave"] {
+        a.idp.set_user(user);
+        let mut jar = Jar::default();
+        let done = login_via_check(&a, APP, &mut jar).await;
+        assert_eq!(done.status(), 302, "{user}: {}", done.body());
+        jars.push(jar);
+    }
+    for jar in &jars {
+        assert!(allowed(&b, jar).await);
+    }
+    assert_eq!(cluster.scan("oidc-authz:s:*").len(), 4);
+    // Back-channel logout by sub through the cluster's indexes; sign-out of another.
+    let token = b.idp.mint_logout_token(Some("alice"), None);
+    let resp = http_client()
+        .post(b.http_url("/oauth2/backchannel_logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(sign_out(&b, &jars[1]).await, 302);
+    assert!(
+        within_1s(|| async { !allowed(&a, &jars[0]).await && !allowed(&a, &jars[1]).await })
+            .await
+            .is_some()
+    );
+    assert!(allowed(&a, &jars[2]).await && allowed(&b, &jars[3]).await);
+    assert_eq!(cluster.scan("oidc-authz:s:*").len(), 2);
 }

@@ -99,3 +99,80 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A Redis Cluster of `n` masters (no replicas) on loopback, made with
+/// `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|i| {
+                let dir = std::env::temp_dir().join(format!(
+                    "oidc-authz-cluster-{}-{}-{i}",
+                    std::process::id(),
+                    free_port()
+                ));
+                std::fs::create_dir_all(&dir).expect("a temp dir");
+                RedisServer::start_with(vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    dir.join("nodes.conf").display().to_string(),
+                    "--dir".into(),
+                    dir.display().to_string(),
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Wait (bounded) until every node says the cluster is ok.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ok = nodes
+                .iter()
+                .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the cluster never became ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The seed nodes, as `session.redis_cluster` lists them.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// Keys matching `pattern` on every node.
+    pub fn scan(&self, pattern: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| {
+                n.cli(&["--scan", "--pattern", pattern])
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
