@@ -313,3 +313,143 @@ async fn a_redis_cluster_serves_sessions_like_a_single_server() {
     assert!(allowed(&a, &jars[2]).await && allowed(&b, &jars[3]).await);
     assert_eq!(cluster.scan("oidc-authz:s:*").len(), 2);
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with `openssl` in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=oidc-authz test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_and_an_acl_user() {
+    let dir = std::env::temp_dir().join(format!("oidc-authz-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certificates(&dir);
+    let path = |f: &str| dir.join(f).display().to_string();
+    // TLS only: the plain port is off.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            &path("server.crt"),
+            "--tls-key-file",
+            &path("server.key"),
+        ])
+        .args(["--tls-ca-cert-file", &path("ca.crt"), "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .args([
+            "--user",
+            "gateway",
+            "on",
+            ">gateway-password",
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .args(["--user", "default", "off"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server (TLS) did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The private CA is trusted through SSL_CERT_FILE, as the README says. (Only Redis reads
+    // the system roots in this process; the IdP client has its own.)
+    std::env::set_var("SSL_CERT_FILE", path("ca.crt"));
+    let cfg = BASIC_CONFIG.replace(
+        "  secure: true\n",
+        &format!("  secure: true\n  store: redis\n  redis_url: rediss://gateway:gateway-password@127.0.0.1:{port}/0\n"),
+    );
+    let idp = TestIdp::start(IdpOptions::default()).await;
+    let a = Stack::start(idp.clone(), &cfg).await;
+    let b = Stack::start(idp, &cfg).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let mut jar = Jar::default();
+    let done = login_via_check(&a, APP, &mut jar).await;
+    assert_eq!(done.status(), 302, "{}", done.body());
+    assert!(allowed(&b, &jar).await);
+    // A wrong password is Redis refusing: 503, never an allow.
+    let wrong = BASIC_CONFIG.replace(
+        "  secure: true\n",
+        &format!("  secure: true\n  store: redis\n  redis_url: rediss://gateway:wrong@127.0.0.1:{port}/0\n"),
+    );
+    let c = Stack::start(a.idp.clone(), &wrong).await;
+    let x = c.check(Req::api("GET", APP).cookies(&jar)).await;
+    assert_eq!(x.status(), 503, "{}", x.body());
+    let _ = child.kill();
+    let _ = child.wait();
+}
