@@ -26,6 +26,9 @@ pub struct App {
     /// `session.refresh_grace` in seconds: how long past expiry a session is served while the
     /// IdP cannot be reached at refresh.
     pub refresh_grace_secs: u64,
+    /// Why the rule store cannot be read yet (a Redis rule store down at start-up): shown by
+    /// `/readyz` until it is read.
+    rule_store_problem: arc_swap::ArcSwapOption<String>,
 }
 
 impl App {
@@ -40,6 +43,7 @@ impl App {
             session_store,
             metrics: Metrics::default(),
             refresh_grace_secs: config.session.refresh_grace.as_secs(),
+            rule_store_problem: arc_swap::ArcSwapOption::empty(),
         });
         app.start_providers();
         app
@@ -60,12 +64,22 @@ impl App {
         self.start_providers();
     }
 
-    /// Enabled rules whose provider is not ready, with the reason.
+    /// Sets (or clears) what `/readyz` says about the rule store.
+    pub fn set_rule_store_problem(&self, problem: Option<String>) {
+        self.rule_store_problem.store(problem.map(Arc::new));
+    }
+
+    /// Enabled rules whose provider is not ready, with the reason; and `rules_store` when the
+    /// rule store has not been read yet.
     pub fn not_ready(&self) -> Vec<(String, String)> {
+        let store = self
+            .rule_store_problem
+            .load_full()
+            .map(|p| ("rules_store".to_string(), p.as_ref().clone()));
         let rules = self.rules.load();
-        rules
-            .enabled()
-            .filter_map(|r| {
+        store
+            .into_iter()
+            .chain(rules.enabled().filter_map(|r| {
                 let p = self.providers.get(&r.provider_key);
                 match p {
                     Some(p) if p.is_ready() => None,
@@ -75,7 +89,7 @@ impl App {
                     )),
                     None => Some((r.name.clone(), "not started".into())),
                 }
-            })
+            }))
             .collect()
     }
 }

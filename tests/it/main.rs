@@ -14,5 +14,6 @@ mod endpoints;
 mod hostile_http;
 mod idp_selftest;
 mod login_flow;
+mod redis_rules;
 mod refresh;
 mod token_rules;
