@@ -91,6 +91,10 @@ pub struct RuleAdmin {
 struct State {
     rules: Vec<RuleConfig>,
     version: Version,
+    /// A stored version this replica cannot run (it does not parse or compile), and why: not
+    /// read again until the store changes, and never the base of a write, so a change here
+    /// cannot overwrite what it could not read (another release's rules during an upgrade).
+    rejected: Option<(Version, String)>,
 }
 
 impl RuleAdmin {
@@ -149,7 +153,11 @@ impl RuleAdmin {
             app,
             store,
             default_action,
-            state: Mutex::new(State { rules, version }),
+            state: Mutex::new(State {
+                rules,
+                version,
+                rejected: None,
+            }),
             writer: tokio::sync::Mutex::new(()),
             synced: AtomicBool::new(synced),
         })
@@ -365,40 +373,71 @@ impl RuleAdmin {
         if !force && self.synced() && version == self.lock().version {
             return Ok(false);
         }
+        if let Some((rejected, why)) = &self.lock().rejected {
+            if !force && *rejected == version {
+                return Err(self.unusable(why.clone()));
+            }
+        }
         let loaded = if version.is_empty() && self.store.is_shared() {
             let running = self.lock().rules.clone();
-            let (loaded, wrote) = self.store.import(&running).await?;
-            if wrote {
-                tracing::info!(target: "audit", store = %self.store.describe(), rules = running.len(), "audit: imported the running rules into the empty store");
+            match self.store.import(&running).await {
+                Ok((loaded, wrote)) => {
+                    if wrote {
+                        tracing::info!(target: "audit", store = %self.store.describe(), rules = running.len(), "audit: imported the running rules into the empty store");
+                    }
+                    Ok(loaded)
+                }
+                Err(e) => Err(e),
             }
-            loaded
         } else {
-            self.store.load().await?
+            self.store.load().await
+        };
+        let loaded = match loaded {
+            Err(StoreError::Corrupt { message, .. }) => {
+                self.mark_synced();
+                self.lock().rejected = Some((version, message.clone()));
+                return Err(self.unusable(message));
+            }
+            other => other?,
         };
         let Loaded { rules, version } = loaded;
         self.mark_synced();
         let Some(rules) = rules else {
-            self.lock().version = version;
+            let mut state = self.lock();
+            state.version = version;
+            state.rejected = None;
             return Ok(false);
         };
         if rules == self.lock().rules {
-            self.lock().version = version;
+            let mut state = self.lock();
+            state.version = version;
+            state.rejected = None;
             return Ok(false);
         }
         let compiled = match compile(&rules, self.default_action) {
             Ok(c) => c,
             Err(e) => {
-                // Not tried again until the store changes.
-                self.lock().version = version;
-                return Err(e);
+                let why = format!("the stored rules do not compile: {e}");
+                self.lock().rejected = Some((version, why.clone()));
+                return Err(self.unusable(why));
             }
         };
         self.app.replace_rules(compiled);
         let mut state = self.lock();
         state.rules = rules;
         state.version = version;
+        state.rejected = None;
         tracing::info!(target: "audit", action = "reload", store = %self.store.describe(), "audit: rules reloaded from the store");
         Ok(true)
+    }
+
+    /// The stored rule set cannot be run by this replica: the running rules are kept, and
+    /// changes are refused (503) until the store holds a set it can run.
+    fn unusable(&self, why: String) -> AdminError {
+        AdminError::Store(StoreError::Corrupt {
+            path: self.store.describe(),
+            message: format!("{why}; keeping the running rules"),
+        })
     }
 
     fn mark_synced(&self) {

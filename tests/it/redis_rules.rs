@@ -352,3 +352,48 @@ async fn propagation_time_over_100_changes() {
     );
     assert!(times[times.len() - 1] < Duration::from_secs(1));
 }
+
+/// A write that publishes nothing (made outside oidc-authz) is still followed, by the version
+/// poll; a stored set that does not compile is refused and the running rules keep deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_poll_follows_silent_writes_and_an_invalid_set_is_not_run() {
+    let redis = RedisServer::start();
+    let s = replicas(&redis, 1).await;
+    let (_, mut rules) = stored(&redis);
+    rules["rules"][0]["enabled"] = json!(false);
+    let start = Instant::now();
+    redis.cli(&["HSET", KEY, "version", "100", "rules", &rules.to_string()]);
+    let took = time_until(&s[0], true, Duration::from_secs(2)).await;
+    eprintln!("silent write followed by the poll in {took:?}");
+    assert!(took.is_some() && start.elapsed() < Duration::from_secs(1));
+
+    // Invalid (a rule without an issuer): logged, not run.
+    rules["rules"][0]["enabled"] = json!(true);
+    rules["rules"][0]["issuer"] = json!("");
+    redis.cli(&["HSET", KEY, "version", "101", "rules", &rules.to_string()]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(private_allowed(&s[0]).await, "the invalid set was not swapped in");
+    let (_, got) = call(&s[0], "GET", "/api/v1/rules/corp", None).await;
+    assert_eq!(got["enabled"], false);
+    // A change here cannot overwrite what this replica could not read: 503, nothing stored.
+    let (st, body) = call(&s[0], "POST", "/api/v1/rules/corp/enable", None).await;
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(stored(&redis).0, "101");
+    // Fixed in the store: followed again, and changes work.
+    rules["rules"][0]["issuer"] = json!(s[0].idp.issuer());
+    rules["rules"][0]["enabled"] = json!(false);
+    rules["rules"][0]["authorization"]["conditions"][0]["path"] = json!("/fixed/");
+    redis.cli(&["HSET", KEY, "version", "102", "rules", &rules.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (_, got) = call(&s[0], "GET", "/api/v1/rules/corp", None).await;
+        if got["authorization"]["conditions"][0]["path"] == "/fixed/" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fixed set was not followed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (st, body) = call(&s[0], "POST", "/api/v1/rules/corp/enable", None).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(stored(&redis).0, "103");
+}
