@@ -96,11 +96,12 @@ impl Store {
             },
         };
         let describe = redis_target.describe();
+        let cluster = matches!(redis_target, RedisTarget::Cluster(_));
         let client = RedisClient::start(redis_target).map_err(|e| StoreError::Io {
             path: describe,
             message: e.to_string(),
         })?;
-        Ok(Store::Redis(RedisStore::new(client)))
+        Ok(Store::Redis(RedisStore::new(client, cluster)))
     }
 
     /// Reads the whole rule set.
@@ -191,7 +192,7 @@ impl Store {
     /// How often to compare the store's version with the running one.
     pub fn poll_interval(&self) -> Duration {
         match self {
-            Store::Redis(_) => self::redis::POLL,
+            Store::Redis(r) => r.poll_interval(),
             _ => FILE_POLL,
         }
     }

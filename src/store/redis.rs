@@ -23,9 +23,12 @@ use crate::redis_client::{RedisClient, RedisDown};
 pub const KEY: &str = "oidc-authz:{rules}";
 /// Where each write publishes the new version.
 pub const CHANNEL: &str = "oidc-authz:{rules}:changed";
-/// How often each replica compares the stored version with its own (the fallback of pub/sub,
-/// and the only way on a Cluster).
+/// How often each replica compares the stored version with its own: the fallback of pub/sub
+/// on one server…
 pub const POLL: Duration = Duration::from_millis(500);
+/// …and the only way on a Cluster (no subscription there), so more often: a change is still
+/// followed well within 1 s.
+pub const CLUSTER_POLL: Duration = Duration::from_millis(250);
 
 /// KEYS[1] the hash; ARGV: [1] the expected version token ("" for an empty store), [2] the
 /// rules JSON, [3] the channel, [4] the epoch to use if the store is empty. Answers the new
@@ -44,11 +47,21 @@ return tostring(v) .. '@' .. epoch
 
 pub struct RedisStore {
     client: Arc<RedisClient>,
+    cluster: bool,
 }
 
 impl RedisStore {
-    pub fn new(client: Arc<RedisClient>) -> RedisStore {
-        RedisStore { client }
+    /// A store on `client`; `cluster` when it talks to a Redis Cluster (polled only).
+    pub fn new(client: Arc<RedisClient>, cluster: bool) -> RedisStore {
+        RedisStore { client, cluster }
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        if self.cluster {
+            CLUSTER_POLL
+        } else {
+            POLL
+        }
     }
 
     pub fn describe(&self) -> String {

@@ -397,3 +397,115 @@ async fn the_version_poll_follows_silent_writes_and_an_invalid_set_is_not_run() 
     assert_eq!(st, 200, "{body}");
     assert_eq!(stored(&redis).0, "103");
 }
+
+/// Three cluster nodes; their working directories (nodes.conf) are removed on drop.
+struct Cluster {
+    nodes: Vec<RedisServer>,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Three empty cluster nodes joined by `redis-cli --cluster create`, ready to serve.
+fn redis_cluster() -> Cluster {
+    let dirs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            std::env::temp_dir().join(format!(
+                "oidc-authz-rules-cluster-{}-{i}-{:x}",
+                std::process::id(),
+                rand_suffix()
+            ))
+        })
+        .collect();
+    let nodes: Vec<RedisServer> = dirs
+        .iter()
+        .map(|dir| {
+            std::fs::create_dir_all(dir).unwrap();
+            RedisServer::start_with(vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--dir".into(),
+                dir.display().to_string(),
+            ])
+        })
+        .collect();
+    let mut args = vec!["--cluster".to_string(), "create".to_string()];
+    args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    nodes[0].cli(&args);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes
+        .iter()
+        .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    {
+        assert!(Instant::now() < deadline, "the test cluster never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Cluster { nodes, dirs }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `rules_store: redis` on a 3-node Redis Cluster (no pub/sub there: the version poll carries
+/// changes), changed through the gRPC admin service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_store_carries_grpc_changes_to_the_other_replica_within_a_second() {
+    use oidc_authz::admin_api::v1::rule_service_client::RuleServiceClient;
+    use oidc_authz::admin_api::v1::RuleName;
+
+    let cluster = redis_cluster();
+    let nodes = &cluster.nodes;
+    let seeds: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("\"redis://127.0.0.1:{}\"", n.port))
+        .collect();
+    let first_idp = TestIdp::start(IdpOptions::default()).await;
+    let yaml = fill(BASIC_CONFIG, &first_idp)
+        .replace("rules_store: inline", "rules_store: redis")
+        .replace(
+            "session:",
+            &format!(
+                "server:\n  admin_token: {TOKEN}\nsession:\n  redis_cluster: [{}]",
+                seeds.join(", ")
+            ),
+        );
+    let config = parse_config(&yaml);
+    let a = Stack::start_with(first_idp, config.clone()).await;
+    let b = Stack::start_with(TestIdp::start(IdpOptions::default()).await, config).await;
+    wait_synced(&a).await;
+    wait_synced(&b).await;
+    a.wait_ready().await;
+    assert_eq!(nodes[0].cli(&["-c", "HGET", KEY, "version"]).trim(), "1");
+    assert!(!private_allowed(&b).await);
+
+    let channel = tonic::transport::Channel::from_shared(a.admin_url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = RuleServiceClient::new(channel);
+    let mut request = tonic::Request::new(RuleName { name: "corp".into() });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let rule = grpc.disable_rule(request).await.unwrap().into_inner();
+    assert!(!rule.enabled);
+    assert_eq!(nodes[0].cli(&["-c", "HGET", KEY, "version"]).trim(), "2");
+    let took = time_until(&b, true, Duration::from_secs(1)).await;
+    eprintln!("cluster: replica B follows a gRPC disable in {took:?}");
+    assert!(took.is_some(), "replica B still enforces the rule after 1 s");
+}
