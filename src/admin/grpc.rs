@@ -289,6 +289,12 @@ mod tests {
         assert_eq!(code(AdminError::Exists("a".into())), Code::AlreadyExists);
         assert_eq!(code(AdminError::Enabled("a".into())), Code::FailedPrecondition);
         assert_eq!(code(AdminError::ReadOnly), Code::FailedPrecondition);
+        assert_eq!(code(StoreError::Conflict.into()), Code::Aborted);
+        let down = StoreError::Unavailable {
+            store: "redis redis://127.0.0.1/".into(),
+            message: "no answer within 500 ms".into(),
+        };
+        assert_eq!(code(down.into()), Code::Unavailable);
         assert_eq!(code(StoreError::ReadOnly.into()), Code::FailedPrecondition);
         let invalid = Status::from(AdminError::Invalid {
             field: "issuer".into(),

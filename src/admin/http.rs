@@ -307,6 +307,17 @@ mod tests {
         assert_eq!(answer(AdminError::NotFound("a".into())), StatusCode::NOT_FOUND);
         assert_eq!(answer(AdminError::Exists("a".into())), StatusCode::CONFLICT);
         assert_eq!(answer(AdminError::Enabled("a".into())), StatusCode::CONFLICT);
+        assert_eq!(answer(StoreError::Conflict.into()), StatusCode::CONFLICT);
+        let down = AdminError::from(StoreError::Unavailable {
+            store: "redis redis://127.0.0.1/".into(),
+            message: "no answer within 500 ms".into(),
+        })
+        .into_response();
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            down.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
         assert_eq!(answer(StoreError::ReadOnly.into()), StatusCode::CONFLICT);
         let invalid = AdminError::Invalid {
             field: "issuer".into(),
