@@ -509,3 +509,86 @@ async fn a_redis_cluster_store_carries_grpc_changes_to_the_other_replica_within_
     eprintln!("cluster: replica B follows a gRPC disable in {took:?}");
     assert!(took.is_some(), "replica B still enforces the rule after 1 s");
 }
+
+/// The release binary: `validate` with a Redis store never touches the network (Redis is down
+/// here), and `serve` imports the config's rules into the empty store and exits 0 on SIGTERM.
+#[test]
+fn the_binary_validates_offline_and_serves_from_redis() {
+    use std::process::{Command, Stdio};
+    const BIN: &str = env!("CARGO_BIN_EXE_oidc-authz");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    };
+    let (grpc, http, admin, idp) = (free(), free(), free(), free());
+    let mut redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("oidc-authz-redis-rules-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+server:
+  grpc_listen: 127.0.0.1:{grpc}
+  http_listen: 127.0.0.1:{http}
+  admin_listen: 127.0.0.1:{admin}
+  admin_token: {TOKEN}
+session:
+  secrets: ["0123456789abcdef0123456789abcdef"]
+rules_store: {url}
+rules:
+  - name: corp
+    issuer: http://127.0.0.1:{idp}
+    redirect_url: http://127.0.0.1:{http}/oauth2/callback
+    client_id: c
+    client_secret: the-client-secret
+"#,
+            url = redis.url()
+        ),
+    )
+    .unwrap();
+    redis.stop();
+    let out = Command::new(BIN)
+        .args(["validate", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    redis.start_again();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while redis.cli(&["HGET", KEY, "version"]).trim() != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "serve never imported the config's rules"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(redis.cli(&["HGET", KEY, "rules"]).contains("the-client-secret"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "serve must exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
