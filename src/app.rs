@@ -29,6 +29,9 @@ pub struct App {
     pub refresh_grace_secs: u64,
     /// The Redis of `session.redis_url` / `session.redis_cluster`, when one is configured.
     pub redis: Option<Arc<RedisClient>>,
+    /// Why the rule store cannot be read yet (a Redis rule store down at start-up): shown by
+    /// `/readyz` until it is read.
+    rule_store_problem: arc_swap::ArcSwapOption<String>,
 }
 
 /// The session store the configuration asks for: the redis store; or the cookie store with
@@ -74,6 +77,7 @@ impl App {
             metrics: Metrics::default(),
             refresh_grace_secs: config.session.refresh_grace.as_secs(),
             redis,
+            rule_store_problem: arc_swap::ArcSwapOption::empty(),
         });
         app.start_providers();
         app
@@ -94,12 +98,22 @@ impl App {
         self.start_providers();
     }
 
-    /// Enabled rules whose provider is not ready, with the reason.
+    /// Sets (or clears) what `/readyz` says about the rule store.
+    pub fn set_rule_store_problem(&self, problem: Option<String>) {
+        self.rule_store_problem.store(problem.map(Arc::new));
+    }
+
+    /// Enabled rules whose provider is not ready, with the reason; and `rules_store` when the
+    /// rule store has not been read yet.
     pub fn not_ready(&self) -> Vec<(String, String)> {
+        let store = self
+            .rule_store_problem
+            .load_full()
+            .map(|p| ("rules_store".to_string(), p.as_ref().clone()));
         let rules = self.rules.load();
-        let mut not_ready: Vec<(String, String)> = rules
-            .enabled()
-            .filter_map(|r| {
+        let mut not_ready: Vec<(String, String)> = store
+            .into_iter()
+            .chain(rules.enabled().filter_map(|r| {
                 let p = self.providers.get(&r.provider_key);
                 match p {
                     Some(p) if p.is_ready() => None,
@@ -109,7 +123,7 @@ impl App {
                     )),
                     None => Some((r.name.clone(), "not started".into())),
                 }
-            })
+            }))
             .collect();
         if let Some(redis) = self.redis.as_ref().filter(|r| !r.is_up()) {
             not_ready.push(("redis".into(), format!("{} is not reachable", redis.describe())));

@@ -9,7 +9,7 @@
 //!   parses; it never compiles rules.
 //! - `rule_source`: where a configuration file and its rules meet (the file read whole, rule
 //!   errors mapped to config errors, once), and where the running rules come from at start-up
-//!   (file store or inline).
+//!   (file store or inline; a Redis store is read by `admin::core` once serving).
 //! - `rules`: compiled rules (`RuleSet`, swapped atomically); `rules::normalize` (host
 //!   validation, the canonical path, what makes a path ambiguous and every reading a backend may
 //!   make of it), `rules::domain` (domain patterns), `rules::conditions` (the indexed
@@ -45,8 +45,10 @@
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
 //! - `app`: shared state; `clock`: Unix seconds; `metrics`: counters; `server`: listeners and
 //!   graceful shutdown.
-//! - `store`: where rules are kept (`file:` with atomic writes, or `inline`, read-only).
-//! - `admin`: the admin listener's router, bearer-token check and `blocking` helper;
+//! - `store`: where rules are kept: `store::file` (`file:` with atomic writes, or `inline`,
+//!   read-only) and `store::redis` (one versioned value shared by replicas, compare-and-set
+//!   writes, pub/sub change notifications).
+//! - `admin`: the admin listener's router, bearer-token check and `detached` helper;
 //!   `admin::core` is the one core of rule management (validate, persist, swap, audit), and
 //!   `admin::http` (REST and the console) and `admin::grpc` (the gRPC service) are its edges,
 //!   depending on it and never on each other.

@@ -287,3 +287,68 @@ fn is_connection_error(e: &redis::RedisError) -> bool {
         || e.is_timeout()
         || e.is_unrecoverable_error()
 }
+
+impl RedisClient {
+    /// Wakes the receiver on each message published on `channel`, and after each
+    /// (re)subscription, since messages may have been missed meanwhile. One server only:
+    /// `None` for a Cluster, where callers poll. The subscription has its own connection,
+    /// reconnects with backoff, and ends when the receiver is dropped.
+    pub fn subscribe(&self, channel: &str) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        use tonic::codegen::tokio_stream::StreamExt;
+        let RedisTarget::Server(url) = &self.target else {
+            return None;
+        };
+        let client = redis::Client::open(url.as_str()).ok()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let channel = channel.to_string();
+        let target = self.describe();
+        tokio::spawn(async move {
+            let mut wait = RETRY_FIRST;
+            let mut failing = false;
+            loop {
+                let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                })
+                .await;
+                match subscribed {
+                    Ok(Ok(pubsub)) => {
+                        wait = RETRY_FIRST;
+                        if failing {
+                            tracing::info!(redis = %target, channel, "redis subscription restored");
+                        }
+                        failing = false;
+                        let _ = tx.try_send(());
+                        let mut messages = pubsub.into_on_message();
+                        loop {
+                            tokio::select! {
+                                message = messages.next() => match message {
+                                    Some(_) => { let _ = tx.try_send(()); }
+                                    None => break,
+                                },
+                                _ = tx.closed() => return,
+                            }
+                        }
+                        tracing::warn!(redis = %target, channel, "redis subscription lost; resubscribing");
+                    }
+                    Ok(Err(e)) if !failing => {
+                        failing = true;
+                        tracing::warn!(redis = %target, channel, error = %e, "redis subscription failed; retrying");
+                    }
+                    Err(_) if !failing => {
+                        failing = true;
+                        tracing::warn!(redis = %target, channel, "redis subscription timed out; retrying");
+                    }
+                    _ => {}
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = tx.closed() => return,
+                }
+                wait = (wait * 2).min(RETRY_CAP);
+            }
+        });
+        Some(rx)
+    }
+}

@@ -1,5 +1,6 @@
 //! The rules to start with: the store's, or, when the store is empty (or `inline`), the config
-//! file's own `rules`. Reads only: `validate` and `explain` never write; `serve` imports the
+//! file's own `rules` (with a Redis store, always the config's here: `serve` reads Redis
+//! later, in `admin::core`, and `validate`/`explain` never touch the network). Reads only: `validate` and `explain` never write; `serve` imports the
 //! config's rules into an empty store (see `admin::core`).
 //!
 //! It is also where a configuration file and its rules meet: `config` only parses and `rules`
@@ -8,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::config::{Config, ConfigError, ConfigErrors, DefaultAction, Draft, RuleConfig};
+use crate::config::{Config, ConfigError, ConfigErrors, DefaultAction, Draft, RuleConfig, RulesStore};
 use crate::rules::{RuleError, RuleSet};
 use crate::store;
 
@@ -77,11 +78,18 @@ fn initial_configs(config: &Config) -> Result<(Vec<RuleConfig>, bool), ConfigErr
             message,
         }])
     };
-    let store = store::open(config).map_err(|e| fail(config.path.display().to_string(), e.to_string()))?;
-    match store.load() {
-        Ok(Some(rules)) => Ok((rules, false)),
-        Ok(None) => Ok((config.rules.clone(), true)),
-        Err(e) => Err(fail(store.describe(), e.to_string())),
+    let loaded = match &config.rules_store {
+        RulesStore::File(path) => {
+            let file = store::FileStore::new(path.clone());
+            file.load().map_err(|e| fail(file.describe(), e.to_string()))?
+        }
+        // `inline`: the config's rules are the store. Redis: `validate` and `explain` never
+        // touch the network, so they read the config's rules; `serve` reads Redis (admin::core).
+        RulesStore::Inline | RulesStore::Redis(_) | RulesStore::SessionRedis => None,
+    };
+    match loaded {
+        Some(rules) => Ok((rules, false)),
+        None => Ok((config.rules.clone(), true)),
     }
 }
 
@@ -103,7 +111,7 @@ pub fn initial_rules_with(config: &Config, own: RuleSet) -> Result<RuleSet, Conf
 /// The file errors in the running rules name: the store file, or the config file.
 fn rules_file(config: &Config, from_config: bool) -> String {
     match (&config.rules_store, from_config) {
-        (crate::config::RulesStore::File(p), false) => p.display().to_string(),
+        (RulesStore::File(p), false) => p.display().to_string(),
         _ => config.path.display().to_string(),
     }
 }

@@ -76,7 +76,7 @@ pub fn start(config: &Config) -> Result<Services, ServeError> {
 /// they are not compiled again when they are the ones that run.
 pub fn start_with(config: &Config, compiled_config_rules: Option<RuleSet>) -> Result<Services, ServeError> {
     let app = App::start(config, RuleSet::empty(config.default_action));
-    let store = crate::store::open(config).map_err(|e| ServeError::Unsupported(e.to_string()))?;
+    let store = crate::store::Store::open(config).map_err(|e| ServeError::Unsupported(e.to_string()))?;
     let admin = RuleAdmin::start(
         app.clone(),
         store,
@@ -92,12 +92,33 @@ pub fn start_with(config: &Config, compiled_config_rules: Option<RuleSet>) -> Re
     })
 }
 
-/// Notices external edits of the store (polling once a second) and SIGHUP, and reloads.
+/// Makes the running rules follow the store: polls its version (every second for a file,
+/// every 500 ms for Redis, 250 ms on a Cluster), wakes on the store's change notifications (Redis pub/sub), and
+/// reloads unconditionally on SIGHUP. A failure is logged once until it changes or clears.
 fn spawn_reloader(admin: Arc<RuleAdmin>, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut notifications = admin.subscribe();
+        let interval = admin.poll_interval();
+        let mut last_error: Option<String> = None;
+        // The first round runs at once: a Redis store is read (or filled) as soon as it answers.
+        let mut force = false;
         loop {
+            match admin.sync(force).await {
+                Ok(_) => {
+                    if last_error.take().is_some() {
+                        tracing::info!(store = %admin.describe_store(), "rule store readable again");
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if last_error.as_deref() != Some(message.as_str()) {
+                        tracing::error!(error = %message, "rule store reload failed; keeping the running rules");
+                        last_error = Some(message);
+                    }
+                }
+            }
             #[cfg(unix)]
             let hup_recv = async {
                 match hup.as_mut() {
@@ -107,22 +128,30 @@ fn spawn_reloader(admin: Arc<RuleAdmin>, mut shutdown: watch::Receiver<bool>) {
             };
             #[cfg(not(unix))]
             let hup_recv = std::future::pending::<Option<()>>();
-            let force = tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+            let notified = async {
+                match notifications.as_mut() {
+                    Some(n) => n.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            force = tokio::select! {
+                _ = tokio::time::sleep(interval) => false,
+                n = notified => {
+                    if n.is_none() {
+                        notifications = None;
+                    }
+                    false
+                }
                 _ = hup_recv => true,
                 _ = shutdown.wait_for(|s| *s) => return,
             };
-            let admin = admin.clone();
-            match tokio::task::spawn_blocking(move || admin.reload(force)).await {
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "rule store reload failed; keeping the running rules")
-                }
-                Err(e) => tracing::error!(error = %e, "rule store reload failed"),
-                Ok(Ok(_)) => {}
-            }
         }
     });
 }
+
+/// How long `serve` waits for a Redis rule store before opening the listeners with the config
+/// file's rules (it keeps trying in the background; `/readyz` names the store until then).
+const FIRST_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs until `shutdown` turns true (or, in `serve`, a signal arrives).
 pub async fn run(
@@ -196,6 +225,22 @@ pub async fn run(
 /// `oidc-authz serve`, with the config's rules as `rule_source::load_config` compiled them.
 pub async fn serve(config: Config, compiled_config_rules: RuleSet) -> Result<(), ServeError> {
     let services = start_with(&config, Some(compiled_config_rules))?;
+    if !services.admin.synced() {
+        let admin = &services.admin;
+        let first = async {
+            // Read once (even if what it holds cannot be run: that is logged by the reloader).
+            loop {
+                let _ = admin.sync(false).await;
+                if admin.synced() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        };
+        if tokio::time::timeout(FIRST_SYNC_WAIT, first).await.is_err() {
+            tracing::warn!(store = %admin.describe_store(), "rule store unreachable: serving the config file's rules until it answers (/readyz names it)");
+        }
+    }
     let bound = bind(&config).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {

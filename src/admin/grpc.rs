@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::core::{AdminError, RuleAdmin};
-use super::{blocking, token_ok};
+use super::{detached, token_ok};
 use crate::admin_api::v1 as pb;
 use crate::admin_api::v1::rule_service_server::{RuleService, RuleServiceServer};
 use crate::config::{
@@ -49,6 +49,7 @@ impl From<AdminError> for Status {
             AdminError::Enabled(_) | AdminError::ReadOnly => Status::failed_precondition(e.to_string()),
             AdminError::Invalid { field, .. } => Status::invalid_argument(format!("{field}: {e}")),
             AdminError::Store(_) => Status::unavailable(e.to_string()),
+            AdminError::Conflict => Status::aborted(e.to_string()),
             AdminError::Interrupted(_) => Status::internal(e.to_string()),
         }
     }
@@ -203,7 +204,7 @@ impl RuleService for GrpcAdmin {
         )?;
         let admin = self.admin.clone();
         Ok(Response::new(to_proto(
-            blocking(move || admin.create(rule)).await?,
+            detached(async move { admin.create(rule).await }).await?,
         )))
     }
 
@@ -215,7 +216,7 @@ impl RuleService for GrpcAdmin {
         )?;
         let admin = self.admin.clone();
         Ok(Response::new(to_proto(
-            blocking(move || admin.update(&req.name, rule)).await?,
+            detached(async move { admin.update(&req.name, rule).await }).await?,
         )))
     }
 
@@ -223,7 +224,7 @@ impl RuleService for GrpcAdmin {
         let name = req.into_inner().name;
         let admin = self.admin.clone();
         Ok(Response::new(to_proto(
-            blocking(move || admin.set_enabled(&name, true)).await?,
+            detached(async move { admin.set_enabled(&name, true).await }).await?,
         )))
     }
 
@@ -231,7 +232,7 @@ impl RuleService for GrpcAdmin {
         let name = req.into_inner().name;
         let admin = self.admin.clone();
         Ok(Response::new(to_proto(
-            blocking(move || admin.set_enabled(&name, false)).await?,
+            detached(async move { admin.set_enabled(&name, false).await }).await?,
         )))
     }
 
@@ -246,7 +247,7 @@ impl RuleService for GrpcAdmin {
         )?;
         let admin = self.admin.clone();
         Ok(Response::new(to_proto(
-            blocking(move || admin.add_condition(&req.name, condition)).await?,
+            detached(async move { admin.add_condition(&req.name, condition).await }).await?,
         )))
     }
 
@@ -256,7 +257,7 @@ impl RuleService for GrpcAdmin {
     ) -> Result<Response<pb::DeleteRuleResponse>, Status> {
         let name = req.into_inner().name;
         let admin = self.admin.clone();
-        blocking(move || admin.delete(&name)).await?;
+        detached(async move { admin.delete(&name).await }).await?;
         Ok(Response::new(pb::DeleteRuleResponse {}))
     }
 
@@ -288,6 +289,12 @@ mod tests {
         assert_eq!(code(AdminError::Exists("a".into())), Code::AlreadyExists);
         assert_eq!(code(AdminError::Enabled("a".into())), Code::FailedPrecondition);
         assert_eq!(code(AdminError::ReadOnly), Code::FailedPrecondition);
+        assert_eq!(code(StoreError::Conflict.into()), Code::Aborted);
+        let down = StoreError::Unavailable {
+            store: "redis redis://127.0.0.1/".into(),
+            message: "no answer within 500 ms".into(),
+        };
+        assert_eq!(code(down.into()), Code::Unavailable);
         assert_eq!(code(StoreError::ReadOnly.into()), Code::FailedPrecondition);
         let invalid = Status::from(AdminError::Invalid {
             field: "issuer".into(),

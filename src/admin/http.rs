@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::core::{AdminError, RuleAdmin};
-use super::{blocking, token_ok};
+use super::{detached, token_ok};
 use crate::config::{ConditionConfig, RuleConfig};
 
 /// Largest request body the API reads.
@@ -104,13 +104,16 @@ impl IntoResponse for AdminError {
         let message = self.to_string();
         match &self {
             AdminError::NotFound(_) => error(StatusCode::NOT_FOUND, &message, None),
-            AdminError::Exists(_) | AdminError::Enabled(_) | AdminError::ReadOnly => {
+            AdminError::Exists(_) | AdminError::Enabled(_) | AdminError::ReadOnly | AdminError::Conflict => {
                 error(StatusCode::CONFLICT, &message, None)
             }
             AdminError::Invalid { field, .. } => error(StatusCode::BAD_REQUEST, &message, Some(field)),
             AdminError::Store(_) | AdminError::Interrupted(_) => {
                 tracing::error!(error = %message, "rule store failure");
-                error(StatusCode::SERVICE_UNAVAILABLE, &message, None)
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &message, None);
+                r.headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                r
             }
         }
     }
@@ -208,7 +211,10 @@ async fn create(State(s): State<AdminState>, body: Result<Bytes, BytesRejection>
         Err(r) => return r.into_response(),
     };
     let admin = s.admin.clone();
-    answer(StatusCode::CREATED, blocking(move || admin.create(rule)).await)
+    answer(
+        StatusCode::CREATED,
+        detached(async move { admin.create(rule).await }).await,
+    )
 }
 
 async fn update(
@@ -221,14 +227,17 @@ async fn update(
         Err(r) => return r.into_response(),
     };
     let admin = s.admin.clone();
-    answer(StatusCode::OK, blocking(move || admin.update(&name, rule)).await)
+    answer(
+        StatusCode::OK,
+        detached(async move { admin.update(&name, rule).await }).await,
+    )
 }
 
 async fn set_enabled(s: AdminState, name: String, enabled: bool) -> Response {
     let admin = s.admin.clone();
     answer(
         StatusCode::OK,
-        blocking(move || admin.set_enabled(&name, enabled)).await,
+        detached(async move { admin.set_enabled(&name, enabled).await }).await,
     )
 }
 
@@ -252,13 +261,13 @@ async fn add_condition(
     let admin = s.admin.clone();
     answer(
         StatusCode::CREATED,
-        blocking(move || admin.add_condition(&name, condition)).await,
+        detached(async move { admin.add_condition(&name, condition).await }).await,
     )
 }
 
 async fn delete(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
     let admin = s.admin.clone();
-    match blocking(move || admin.delete(&name)).await {
+    match detached(async move { admin.delete(&name).await }).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }
@@ -298,6 +307,17 @@ mod tests {
         assert_eq!(answer(AdminError::NotFound("a".into())), StatusCode::NOT_FOUND);
         assert_eq!(answer(AdminError::Exists("a".into())), StatusCode::CONFLICT);
         assert_eq!(answer(AdminError::Enabled("a".into())), StatusCode::CONFLICT);
+        assert_eq!(answer(StoreError::Conflict.into()), StatusCode::CONFLICT);
+        let down = AdminError::from(StoreError::Unavailable {
+            store: "redis redis://127.0.0.1/".into(),
+            message: "no answer within 500 ms".into(),
+        })
+        .into_response();
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            down.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
         assert_eq!(answer(StoreError::ReadOnly.into()), StatusCode::CONFLICT);
         let invalid = AdminError::Invalid {
             field: "issuer".into(),

@@ -1,6 +1,6 @@
 //! The admin listener, wired in one place so its parts depend one way: `core` (the rule
 //! management every edge shares) depends on no edge; `http` (REST and the console) and `grpc`
-//! (the gRPC service) depend on `core` and on this module's bearer-token check and `blocking`
+//! (the gRPC service) depend on `core` and on this module's bearer-token check and `detached`
 //! helper; this module only mounts them on one router.
 
 pub mod core;
@@ -35,12 +35,13 @@ pub fn token_ok(header: Option<&str>, token: &str) -> bool {
     !token.is_empty() && bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
-/// Runs a blocking store operation (fsync) off the async workers; a worker that stops before
-/// answering is `AdminError::Interrupted`.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
+/// Runs a rule change to its end even if the client goes away meanwhile (a change half
+/// applied would leave this replica behind the store until the next sync); a task that stops
+/// before answering is `AdminError::Interrupted`.
+pub(crate) async fn detached<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, AdminError>> + Send + 'static,
 ) -> Result<T, AdminError> {
-    tokio::task::spawn_blocking(f)
+    tokio::spawn(change)
         .await
         .unwrap_or_else(|e| Err(AdminError::Interrupted(e.to_string())))
 }

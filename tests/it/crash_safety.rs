@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oidc_authz::store::{FileStore, RuleStore};
+use oidc_authz::store::FileStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oidc-authz");
 const KILLS: usize = 50;

@@ -1,43 +1,19 @@
-//! The rule store: where rules live between restarts. `file:PATH` writes atomically (a temporary
-//! file, fsync, rename, fsync of the directory) before a change is acknowledged; `inline` is the
-//! config file itself and refuses changes (GitOps). A Redis store can implement the same trait.
+//! `file:PATH` and `inline`: synchronous, blocking stores (the file is written with fsync), run
+//! off the async workers by `store::Store`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, RuleConfig, RulesStore};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("the rule store is read-only (rules_store: inline): change the config file instead")]
-    ReadOnly,
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
-    #[error("{path}: not a valid rule store: {message}")]
-    Corrupt { path: String, message: String },
-}
-
-/// Where rules are kept.
-pub trait RuleStore: Send + Sync {
-    /// The stored rules, or `None` when the store is empty (never written).
-    fn load(&self) -> Result<Option<Vec<RuleConfig>>, StoreError>;
-    /// Persists the whole rule set; returns only once it is durable.
-    fn save(&self, rules: &[RuleConfig]) -> Result<(), StoreError>;
-    fn read_only(&self) -> bool;
-    /// A token that changes when the stored data changes outside this process (for reloads).
-    fn version(&self) -> Option<std::time::SystemTime> {
-        None
-    }
-    fn describe(&self) -> String;
-}
+use super::{StoreError, Version};
+use crate::config::RuleConfig;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StoreFile {
+pub(super) struct StoreFile {
     #[serde(default)]
-    rules: Vec<RuleConfig>,
+    pub(super) rules: Vec<RuleConfig>,
 }
 
 /// `file:PATH`.
@@ -62,8 +38,9 @@ impl FileStore {
     }
 }
 
-impl RuleStore for FileStore {
-    fn load(&self) -> Result<Option<Vec<RuleConfig>>, StoreError> {
+impl FileStore {
+    /// The stored rules, or `None` when the file is missing or blank.
+    pub fn load(&self) -> Result<Option<Vec<RuleConfig>>, StoreError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -79,7 +56,8 @@ impl RuleStore for FileStore {
         Ok(Some(file.rules))
     }
 
-    fn save(&self, rules: &[RuleConfig]) -> Result<(), StoreError> {
+    /// Writes the whole rule set atomically; returns once it is durable.
+    pub fn save(&self, rules: &[RuleConfig]) -> Result<(), StoreError> {
         let body = serde_json::to_string_pretty(&StoreFile {
             rules: rules.to_vec(),
         })
@@ -118,50 +96,33 @@ impl RuleStore for FileStore {
         result.map_err(|e| self.io(e))
     }
 
-    fn read_only(&self) -> bool {
-        false
+    /// The file's modification time: changes when the file is edited outside this process.
+    pub fn version(&self) -> Version {
+        match std::fs::metadata(&self.path).and_then(|m| m.modified()) {
+            Ok(t) => Version::new(format!("{t:?}")),
+            Err(_) => Version::default(),
+        }
     }
 
-    fn version(&self) -> Option<std::time::SystemTime> {
-        std::fs::metadata(&self.path).and_then(|m| m.modified()).ok()
-    }
-
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!("file:{}", self.path.display())
     }
 }
 
 /// `inline`: the config file's rules; read-only.
 pub struct InlineStore {
-    rules: Vec<RuleConfig>,
+    pub(super) rules: Vec<RuleConfig>,
 }
 
-impl RuleStore for InlineStore {
-    fn load(&self) -> Result<Option<Vec<RuleConfig>>, StoreError> {
+impl InlineStore {
+    pub fn new(rules: Vec<RuleConfig>) -> InlineStore {
+        InlineStore { rules }
+    }
+    pub fn load(&self) -> Result<Option<Vec<RuleConfig>>, StoreError> {
         Ok(Some(self.rules.clone()))
     }
-    fn save(&self, _: &[RuleConfig]) -> Result<(), StoreError> {
+    pub fn save(&self, _: &[RuleConfig]) -> Result<(), StoreError> {
         Err(StoreError::ReadOnly)
-    }
-    fn read_only(&self) -> bool {
-        true
-    }
-    fn describe(&self) -> String {
-        "inline".into()
-    }
-}
-
-/// The store a configuration names. A Redis store is not available in this release.
-pub fn open(config: &Config) -> Result<Box<dyn RuleStore>, StoreError> {
-    match &config.rules_store {
-        RulesStore::Inline => Ok(Box::new(InlineStore {
-            rules: config.rules.clone(),
-        })),
-        RulesStore::File(path) => Ok(Box::new(FileStore::new(path.clone()))),
-        RulesStore::Redis(_) | RulesStore::SessionRedis => Err(StoreError::Io {
-            path: "redis".into(),
-            message: "the redis rule store is not supported by this release; use file:PATH or inline".into(),
-        }),
     }
 }
 
@@ -214,7 +175,6 @@ mod tests {
         let s = InlineStore {
             rules: vec![rule("a")],
         };
-        assert!(s.read_only());
         assert!(matches!(s.save(&[]), Err(StoreError::ReadOnly)));
     }
 }
