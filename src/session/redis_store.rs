@@ -11,15 +11,15 @@
 //!   that lapses mid-refresh would let a second replica spend the rotated refresh token).
 //! - `revoked:{h}` (via `Revocations`): used logout-token ids.
 //!
-//! A loaded session may be served from this replica's memory for [`LOCAL_CACHE_TTL`], so a
-//! sign-out or refresh elsewhere reaches every replica within 1 s. Every Redis call is bounded
-//! (`redis_client::COMMAND_TIMEOUT`); Redis down is `StoreDown`, which the request paths answer
-//! with 503, never an allow.
+//! Every request reads its session from Redis (one GET): there is no local copy, so a sign-out,
+//! back-channel logout or refresh on one replica holds on every replica at once, and a Redis
+//! that stops answering can never let a request through on a remembered session. Every Redis
+//! call is bounded (`redis_client::COMMAND_TIMEOUT`); Redis down is `StoreDown`, which the
+//! request paths answer with 503, never an allow.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
 use super::revocations::Revocations;
@@ -28,11 +28,6 @@ use super::{Session, SessionCodec, StoreDown};
 use crate::clock::now_ms;
 use crate::redis_client::RedisClient;
 
-/// How long this replica may serve a session it loaded without asking Redis again: under the
-/// 1 s within which a change elsewhere must reach every replica.
-pub const LOCAL_CACHE_TTL: Duration = Duration::from_millis(800);
-/// Sessions kept in the local cache at once.
-const LOCAL_CACHE_CAPACITY: u64 = 10_000;
 /// A refresh lock's lease; renewed every third of it while the refresh runs.
 const LOCK_LEASE: Duration = Duration::from_millis(3000);
 /// How often a waiter asks for a refresh lock another replica holds.
@@ -74,7 +69,6 @@ fn lock_key(id: &str) -> String {
 pub struct RedisStore {
     codec: Arc<SessionCodec>,
     redis: Arc<RedisClient>,
-    cache: Cache<String, Arc<Session>>,
     locks: RefreshLocks,
     /// Only for "the IdP could not be reached" (the other results are the stored session).
     unavailable: RefreshMemory,
@@ -115,10 +109,6 @@ impl RedisStore {
             codec,
             logout_tokens: Revocations::in_redis(redis.clone()),
             redis,
-            cache: Cache::builder()
-                .max_capacity(LOCAL_CACHE_CAPACITY)
-                .time_to_live(LOCAL_CACHE_TTL)
-                .build(),
             locks: RefreshLocks::new(MAX_REFRESH_LOCKS),
             unavailable: RefreshMemory::new(MAX_REFRESH_MEMORY),
         }
@@ -144,24 +134,15 @@ impl RedisStore {
         Ok(self.redis.ping().await?)
     }
 
-    /// The session named by the cookie, from the local cache or Redis.
+    /// The session named by the cookie, as Redis has it.
     pub(super) async fn load(&self, cookie_header: &str, now: u64) -> Result<Option<Session>, StoreDown> {
         let Some(id) = self.codec.read_session_ref(cookie_header) else {
             return Ok(None);
         };
-        if let Some(s) = self.cache.get(&id).await {
-            if now < self.codec.end_of(&s) {
-                return Ok(Some(Session::clone(&s)));
-            }
-        }
-        let stored = self.fetch(&id, now).await?;
-        if let Some(s) = &stored {
-            self.cache.insert(id, Arc::new(s.clone())).await;
-        }
-        Ok(stored)
+        self.fetch(&id, now).await
     }
 
-    /// The session `id` as Redis has it now (never the local cache).
+    /// The session `id` as Redis has it now.
     async fn fetch(&self, id: &str, now: u64) -> Result<Option<Session>, StoreDown> {
         let sealed: Option<String> = self.redis.query(redis::cmd("GET").arg(session_key(id))).await?;
         Ok(sealed
@@ -193,9 +174,6 @@ impl RedisStore {
             pipe.cmd("PEXPIRE").arg(&index).arg(life_ms).ignore();
         }
         self.redis.pipeline::<()>(&pipe).await?;
-        self.cache
-            .insert(session.id.clone(), Arc::new(session.clone()))
-            .await;
         Ok(())
     }
 
@@ -232,11 +210,7 @@ impl RedisStore {
             pipe.cmd("DEL").arg(session_key(id));
         }
         let each: Vec<u64> = self.redis.pipeline(&pipe).await?;
-        let deleted = each.iter().sum::<u64>();
-        for id in ids {
-            self.cache.invalidate(id).await;
-        }
-        Ok(deleted)
+        Ok(each.iter().sum::<u64>())
     }
 
     async fn members(&self, index: &str) -> Result<Vec<String>, StoreDown> {
@@ -326,9 +300,6 @@ impl RedisStore {
                     || stored.refresh_token != session.refresh_token
                     || stored.access_token != session.access_token =>
             {
-                self.cache
-                    .insert(stored.id.clone(), Arc::new(stored.clone()))
-                    .await;
                 Some(RefreshResult::Renewed(Arc::new(stored)))
             }
             Some(_) => None,

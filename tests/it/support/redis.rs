@@ -70,6 +70,7 @@ impl RedisServer {
 
     /// Kills the server (its data is gone: no persistence).
     pub fn stop(&mut self) {
+        self.resume();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -81,6 +82,26 @@ impl RedisServer {
         self.stop();
         self.child = Some(spawn(self.port, &self.args));
         wait_listening(self.port);
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, as when a
+    /// Redis host stalls. `resume` thaws it, data intact.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let status = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "kill {sig} failed");
+        }
     }
 
     /// Runs `redis-cli` against this server and returns its output.
