@@ -1,7 +1,7 @@
 //! Browser sessions and pending logins, kept in sealed cookies (the stateless `cookie` store).
 //! Every session has a random id (what sign-out revokes, see `revocations`), keeps the IdP's
 //! `sid` (in its identity) for back-channel logout, and its refresh token; `Session::refresh_due`
-//! says when its tokens call for a refresh (`crate::refresh` does it). The request paths reach
+//! says when its tokens call for a refresh (the refresh module does it). The request paths reach
 //! sessions only through `store::SessionStore`.
 
 pub mod cookies;
