@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU per ext_authz `Check` decision on the valid-session path, as a ratio to a floor: a
 # do-nothing tonic `Check` server (examples/bench_noop_check.rs) driven by the same load, in the
-# same run. The design's target: oidc-authz / floor <= 1.25.
+# same run. The design's targets: oidc-authz / floor <= 1.25 with the cookie store, and <= 1.5 with
+# the redis store (a third server, `oidc-authz+redis`, on a redis-server this script starts).
 #
 # Everything runs on loopback. The IdP (http://127.0.0.1:1) is down on purpose: the session path
 # must not need it. Every wait and every load run is bounded; every process started here is
@@ -17,10 +18,12 @@
 #   PACED_N=         requests per paced run (default: N)
 #   NODELAY_SHIM=0   1 = also measure oidc-authz with TCP_NODELAY forced on its accepted sockets
 #                    (LD_PRELOAD of bench/nodelay_shim.c; diagnostic, needs a C compiler)
+#   REDIS=1          1 = also measure oidc-authz with `session.store: redis` (needs redis-server;
+#                    installed with apt-get when missing)
 #   DECIDE=1         1 = finish with examples/bench_decide (in-process cost of the hot-path pieces)
 #   RUN_TIMEOUT=300  seconds allowed per h2load run;  BUILD_TIMEOUT=1800 for cargo
 #   SKIP_BUILD=0     1 = use the binaries already in target/release
-#   STRICT=0         1 = exit 1 when the median ratio misses the 1.25 target
+#   STRICT=0         1 = exit 1 when a median ratio misses its target (1.25; 1.5 for redis)
 #   KEEP=0           1 = keep the work directory (config, logs, request file, results)
 set -euo pipefail
 
@@ -38,7 +41,9 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 STRICT=${STRICT:-0}
 KEEP=${KEEP:-0}
 DECIDE=${DECIDE:-1}
+REDIS=${REDIS:-1}
 TARGET_RATIO=1.25
+TARGET_RATIO_REDIS=1.5
 URL='https://app.bench.test/dashboard?tab=overview'
 CHECK_PATH=/envoy.service.auth.v3.Authorization/Check
 
@@ -83,6 +88,13 @@ if ! command -v h2load >/dev/null; then
           timeout 600 apt-get install -y nghttp2-client >/dev/null 2>&1; } ||
         die "cannot install nghttp2-client (h2load)"
 fi
+if [[ $REDIS == 1 ]] && ! command -v redis-server >/dev/null; then
+    log "installing redis-server"
+    timeout 600 apt-get install -y redis-server >/dev/null 2>&1 ||
+        { timeout 300 apt-get update >/dev/null 2>&1 &&
+          timeout 600 apt-get install -y redis-server >/dev/null 2>&1; } ||
+        die "cannot install redis-server"
+fi
 CLK_TCK=$(getconf CLK_TCK)
 
 if [[ $SKIP_BUILD != 1 ]]; then
@@ -119,9 +131,11 @@ PY
         echo "${out[*]}"
     fi
 }
-read -r GRPC HTTP ADMIN NOOP GRPC2 HTTP2 <<<"$(free_ports 6)"
+read -r GRPC HTTP ADMIN NOOP GRPC2 HTTP2 GRPC3 HTTP3 REDIS_PORT <<<"$(free_ports 9)"
 
-write_config() { # grpc_port http_port file
+write_config() { # grpc_port http_port file [store]
+    local store=${4:-cookie} redis_line=
+    if [[ $store == redis ]]; then redis_line="  redis_url: redis://127.0.0.1:$REDIS_PORT"; fi
     cat >"$3" <<EOF
 # Written by bench/check_cpu.sh. The issuer is on a closed loopback port: the IdP is DOWN.
 server:
@@ -130,7 +144,8 @@ server:
   admin_listen: 127.0.0.1:$ADMIN
 session:
   secrets: ["bench-only-secret-bench-only-secret-0123456789"]
-  store: cookie
+  store: $store
+$redis_line
   cookie_name: _oidc_authz
   max_lifetime: 24h
 rules_store: inline
@@ -178,6 +193,7 @@ wait_port "$GRPC" 20 || die "oidc-authz did not listen (see $WORK/oidc-authz.log
 wait_port "$HTTP" 20 || die "oidc-authz HTTP listener did not listen"
 
 SERVERS=(noop oidc-authz)
+declare -A CONFIG_OF=([noop]=$CONFIG [oidc-authz]=$CONFIG)
 declare -A PID_OF=([noop]=$NOOP_PID [oidc-authz]=$AUTHZ_PID)
 declare -A PORT_OF=([noop]=$NOOP [oidc-authz]=$GRPC)
 declare -A METRICS_OF=([oidc-authz]=$HTTP)
@@ -187,15 +203,46 @@ if [[ -n $SHIM ]]; then
     LD_PRELOAD="$SHIM" "$REL/oidc-authz" serve --config "$CONFIG2" >"$WORK/oidc-authz-nodelay.log" 2>&1 &
     PID_OF[oidc-authz+nodelay]=$!; PIDS+=("$!")
     PORT_OF[oidc-authz+nodelay]=$GRPC2
+    CONFIG_OF[oidc-authz+nodelay]=$CONFIG2
     METRICS_OF[oidc-authz+nodelay]=$HTTP2
     { wait_port "$GRPC2" 20 && wait_port "$HTTP2" 20; } || die "oidc-authz (nodelay) did not listen"
     SERVERS+=(oidc-authz+nodelay)
 fi
+if [[ $REDIS == 1 ]]; then
+    # Its own redis-server on a free loopback port, no persistence, stopped on exit.
+    mkdir -p "$WORK/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$WORK/redis" --logfile "$WORK/redis/redis.log" &
+    REDIS_PID=$!; PIDS+=("$REDIS_PID")
+    wait_port "$REDIS_PORT" 20 || die "redis-server did not listen (see $WORK/redis/redis.log)"
+    CONFIG3="$WORK/oidc-authz-redis.yaml"
+    write_config "$GRPC3" "$HTTP3" "$CONFIG3" redis
+    "$REL/oidc-authz" validate --config "$CONFIG3" >/dev/null || die "the redis bench config is invalid"
+    "$REL/oidc-authz" serve --config "$CONFIG3" >"$WORK/oidc-authz-redis.log" 2>&1 &
+    PID_OF[oidc-authz+redis]=$!; PIDS+=("$!")
+    PORT_OF[oidc-authz+redis]=$GRPC3
+    METRICS_OF[oidc-authz+redis]=$HTTP3
+    CONFIG_OF[oidc-authz+redis]=$CONFIG3
+    { wait_port "$GRPC3" 20 && wait_port "$HTTP3" 20; } || die "oidc-authz (redis) did not listen"
+    SERVERS+=(oidc-authz+redis)
+fi
 
 # ---------------------------------------------------------------- the request
+# One request file per server: the same request, with a session cookie for that server's store.
 REQ="$WORK/check_request.grpc"
 REQ_INFO=$("$REL/examples/bench_request" "$CONFIG" "$URL" "$REQ") || die "bench_request failed"
 log "request: $REQ_INFO"
+declare -A REQ_OF=()
+for s in "${SERVERS[@]}"; do
+    if [[ ${CONFIG_OF[$s]} == "$CONFIG" ]]; then
+        REQ_OF[$s]=$REQ
+    else
+        REQ_OF[$s]="$WORK/check_request.$s.grpc"
+        info=$("$REL/examples/bench_request" "${CONFIG_OF[$s]}" "$URL" "${REQ_OF[$s]}") ||
+            die "bench_request failed for $s"
+        log "request for $s: $info"
+    fi
+done
 
 # ---------------------------------------------------------------- helpers
 cpu_ticks() { # utime + stime of the whole process (all threads), in clock ticks
@@ -217,26 +264,25 @@ check_outcomes() { # metrics_port -> all check_total lines, compact
         awk -F'[{}"]' '/^oidc_authz_check_total\{/ {split($0, v, " "); printf "%s=%s ", $3, v[2]}'
 }
 
-grpc_once() { # port out_body -> prints curl's response headers and trailers
+grpc_once() { # server out_body -> prints curl's response headers and trailers
     curl -sS --max-time 10 --http2-prior-knowledge -v -o "$2" \
         -H 'content-type: application/grpc' -H 'te: trailers' \
-        --data-binary "@$REQ" "http://127.0.0.1:$1$CHECK_PATH" 2>&1 | grep '^< ' || true
+        --data-binary "@${REQ_OF[$1]}" "http://127.0.0.1:${PORT_OF[$1]}$CHECK_PATH" 2>&1 | grep '^< ' || true
 }
 
-h2load_run() { # port n [rps] -> h2load output
+h2load_run() { # server n [rps] -> h2load output
     local extra=()
     if [[ -n ${3:-} ]]; then extra=(--rps="$3"); fi
     timeout "$RUN_TIMEOUT" h2load -n "$2" -c "$CONNS" -m "$STREAMS" -t 1 "${extra[@]}" \
-        --data="$REQ" -H 'content-type: application/grpc' -H 'te: trailers' \
-        "http://127.0.0.1:$1$CHECK_PATH"
+        --data="${REQ_OF[$1]}" -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://127.0.0.1:${PORT_OF[$1]}$CHECK_PATH"
 }
 
 # ---------------------------------------------------------------- decision check
 for s in "${SERVERS[@]}"; do
-    port=${PORT_OF[$s]}
     before=
     if [[ -n ${METRICS_OF[$s]:-} ]]; then before=$(allow_session "${METRICS_OF[$s]}"); fi
-    hdrs=$(grpc_once "$port" "$WORK/response.$s.bin")
+    hdrs=$(grpc_once "$s" "$WORK/response.$s.bin")
     grep -q '^< HTTP/2 200' <<<"$hdrs" || die "$s: no HTTP/2 200: $hdrs"
     grep -qi '^< grpc-status: 0' <<<"$hdrs" || die "$s: no grpc-status 0: $hdrs"
     if [[ -n $before ]]; then
@@ -258,7 +304,7 @@ printf 'mode\tround\tserver\tn\tticks\tus_per_req\treq_per_s\n' >"$RESULTS"
 measure() { # mode round server n rps
     local mode=$1 round=$2 s=$3 n=$4 rps=${5:-} pid=${PID_OF[$3]} t0 t1 out ok reqs us
     t0=$(cpu_ticks "$pid") || die "$s is not running"
-    out=$(h2load_run "${PORT_OF[$s]}" "$n" "$rps") || die "$s: h2load failed or timed out: $out"
+    out=$(h2load_run "$s" "$n" "$rps") || die "$s: h2load failed or timed out: $out"
     t1=$(cpu_ticks "$pid") || die "$s died during the run"
     ok=$(sed -nE 's/^requests: .* ([0-9]+) succeeded, ([0-9]+) failed.*/\1 \2/p' <<<"$out")
     [[ $ok == "$n 0" ]] || die "$s: not every request succeeded ($ok): $out"
@@ -272,7 +318,7 @@ measure() { # mode round server n rps
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "warm-up: $WARMUP requests per server"
 for s in "${SERVERS[@]}"; do
-    h2load_run "${PORT_OF[$s]}" "$WARMUP" >/dev/null || die "$s: warm-up failed"
+    h2load_run "$s" "$WARMUP" >/dev/null || die "$s: warm-up failed"
 done
 
 declare -A SESSION_BEFORE=()
@@ -329,7 +375,7 @@ echo "tree: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unkno
 echo "request: $REQ_INFO"
 echo "load: h2load -c $CONNS -m $STREAMS -t 1, $ROUNDS rounds; CPU = utime+stime of the server process"
 echo "machine load average before/after the rounds: $LOAD_BEFORE / $LOAD_AFTER (high = noisy numbers)"
-awk -F'\t' -v target="$TARGET_RATIO" '
+awk -F'\t' -v target="$TARGET_RATIO" -v target_redis="$TARGET_RATIO_REDIS" '
     function median(list,    a, n, i, j, t) {
         n = split(list, a, " ")
         for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
@@ -359,19 +405,27 @@ awk -F'\t' -v target="$TARGET_RATIO" '
                 for (r = 1; r <= rounds[mode]; r++)
                     ratios = ratios " " sprintf("%.2f", cpu[mode SUBSEP r SUBSEP srv[i]] / cpu[mode SUBSEP r SUBSEP "noop"])
                 med = median(ratios)
+                t = (srv[i] ~ /redis/) ? target_redis : target
                 printf "ratio %s / noop: %.2fx (median of rounds:%s)  target <= %sx: %s\n",
-                    srv[i], med, ratios, target, (med <= target ? "MET" : "MISSED")
+                    srv[i], med, ratios, t, (med <= t ? "MET" : "MISSED")
                 if (mode == "saturate" && srv[i] == "oidc-authz") headline = med
+                if (mode == "saturate" && srv[i] == "oidc-authz+redis") headline_redis = med
             }
         }
         if (headline != "") print headline > "/dev/stderr"
+        if (headline_redis != "") print headline_redis > "/dev/stderr"
     }' "$RESULTS" 2>"$WORK/headline"
 if [[ -n $DECIDE_OUT ]]; then
     printf '\n[in process, one thread, wall time per call: examples/bench_decide]\n%s\n' "$DECIDE_OUT"
 fi
 echo
 [[ $DECISIONS_OK == 1 ]] || die "allow_session did not count every measured request"
-if [[ $STRICT == 1 ]] && awk -v r="$(cat "$WORK/headline")" -v t="$TARGET_RATIO" 'BEGIN {exit !(r > t)}'; then
-    die "median ratio $(cat "$WORK/headline") exceeds $TARGET_RATIO"
+HEADLINE=$(sed -n 1p "$WORK/headline")
+HEADLINE_REDIS=$(sed -n 2p "$WORK/headline")
+if [[ $STRICT == 1 ]] && awk -v r="$HEADLINE" -v t="$TARGET_RATIO" 'BEGIN {exit !(r > t)}'; then
+    die "median ratio $HEADLINE exceeds $TARGET_RATIO"
+fi
+if [[ $STRICT == 1 && -n $HEADLINE_REDIS ]] && awk -v r="$HEADLINE_REDIS" -v t="$TARGET_RATIO_REDIS" 'BEGIN {exit !(r > t)}'; then
+    die "median ratio of the redis store $HEADLINE_REDIS exceeds $TARGET_RATIO_REDIS"
 fi
 if [[ $KEEP == 1 ]]; then log "raw results: $RESULTS"; fi

@@ -6,7 +6,9 @@
 //!
 //! The session is sealed with the config's own `session.secrets` (through the library's
 //! `SessionCodec`), `created_at` = now and `expires_at` = now + 1h, so the file stays valid for
-//! the whole run (and for `session.max_lifetime`). OUT_FILE holds one gRPC length-prefixed
+//! the whole run (and for `session.max_lifetime`). With `session.store: redis` the session is
+//! written to the configured Redis through the product's own store instead, and the cookie
+//! holds its sealed id, as a browser's would. OUT_FILE holds one gRPC length-prefixed
 //! message (0, 4-byte big-endian length, protobuf bytes), ready for `h2load --data`.
 
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
 use envoy_types::pb::google::protobuf::Timestamp;
-use oidc_authz::config::Config;
+use oidc_authz::config::{Config, SessionStoreKind};
 use oidc_authz::decision::{route, Route};
 use oidc_authz::identity::Identity;
 use oidc_authz::rules::normalize::{normalize_host, RequestPath};
@@ -106,8 +108,37 @@ fn run(config_path: &Path, url: &str, out: &Path) -> Result<String, String> {
         expires_at: now + 3600,
         access_expires_at: None,
     };
-    let codec = SessionCodec::new(&config.session);
-    let set_cookies = codec.write_session(&session, rule.cookie_domain.as_deref(), std::iter::empty(), now);
+    let set_cookies = match config.session.store {
+        SessionStoreKind::Cookie => {
+            let codec = SessionCodec::new(&config.session);
+            codec.write_session(&session, rule.cookie_domain.as_deref(), std::iter::empty(), now)
+        }
+        // The redis store: the session goes to the configured Redis through the product's own
+        // store, and the cookie holds its sealed id.
+        SessionStoreKind::Redis => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("no tokio runtime: {e}"))?;
+            runtime.block_on(async {
+                let app_rules = oidc_authz::rule_source::initial_rules(&config).map_err(|e| e.to_string())?;
+                let app = oidc_authz::app::App::start(&config, app_rules);
+                let mut last = String::new();
+                for _ in 0..50 {
+                    match app
+                        .session_store
+                        .save(&session, rule.cookie_domain.as_deref(), &[], now)
+                        .await
+                    {
+                        Ok(lines) => return Ok(lines),
+                        Err(e) => last = e.to_string(),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(format!("cannot store the session in Redis: {last}"))
+            })?
+        }
+    };
     if set_cookies.is_empty() {
         return Err("the session codec wrote no cookie".into());
     }

@@ -40,6 +40,8 @@
 //! - `reply`: protocol-free responses (redirects, JSON errors, HTML pages), and
 //!   `escape_for_log` for request values in logs.
 //! - `check`: the Envoy edge (`CheckRequest` → facts, `Verdict` → `CheckResponse`).
+//! - `grpc_frames`: the gRPC listener's answers cut into small HTTP/2 frames, so that many
+//!   answers leave in one write.
 //! - `session_endpoints`: sign-out, userinfo, back-channel and front-channel logout,
 //!   protocol-free: request facts in, `Reply` out.
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
@@ -69,6 +71,7 @@ pub mod check;
 pub(crate) mod clock;
 pub mod config;
 pub mod decision;
+pub(crate) mod grpc_frames;
 pub(crate) mod http_listener;
 pub mod identity;
 pub(crate) mod login;

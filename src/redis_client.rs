@@ -10,10 +10,16 @@
 //! - Every command is bounded by [`COMMAND_TIMEOUT`]: Redis that does not answer is Redis down,
 //!   and the callers answer 503, never an allow.
 //!
+//! - [`RedisClient::confirm_up`] proves that a standalone Redis is answering *now*: it resolves
+//!   once Redis has answered a PING sent after the call. Callers waiting at the same time share
+//!   one PING, so the proof costs one round trip per batch, not per request. The session store
+//!   uses it to serve a session it read less than a second ago without reading it again, and
+//!   still never allow a request while Redis is down.
+//!
 //! TLS uses rustls with the system's roots; `SSL_CERT_FILE` / `SSL_CERT_DIR` are honoured, so a
 //! private CA is trusted by pointing `SSL_CERT_FILE` at it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +96,44 @@ pub struct RedisClient {
     /// Why there can be no connection at all (an address the driver refuses): every command
     /// fails with it, so everything that needs Redis answers 503.
     broken: Option<String>,
+    /// The shared PING of [`RedisClient::confirm_up`] (a standalone server only).
+    heartbeat: Option<Arc<Heartbeat>>,
+}
+
+/// PINGs numbered in the order they are sent, and the latest answered one, so that a caller can
+/// wait for the answer to a PING sent after it asked.
+struct Heartbeat {
+    /// How many PINGs have been started (the number of the latest one).
+    started: AtomicU64,
+    /// The latest PING that came back, and whether Redis answered it.
+    answered: tokio::sync::watch::Sender<Answered>,
+    /// Asks the pinger for another PING (a stored permit: never lost, never more than one).
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Answered {
+    number: u64,
+    up: bool,
+}
+
+impl Heartbeat {
+    fn new() -> Arc<Heartbeat> {
+        Arc::new(Heartbeat {
+            started: AtomicU64::new(0),
+            answered: tokio::sync::watch::Sender::new(Answered::default()),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+}
+
+impl Drop for RedisClient {
+    fn drop(&mut self) {
+        // Lets the pinger see that the client is gone and end.
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.wake.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -103,11 +147,13 @@ impl RedisClient {
     /// configuration check reports it first); Redis being down is not: commands fail until it
     /// is back. Must run inside the Tokio runtime.
     pub fn start(target: RedisTarget) -> Result<Arc<RedisClient>, RedisDown> {
+        let heartbeat = matches!(target, RedisTarget::Server(_)).then(Heartbeat::new);
         let client = Arc::new(RedisClient {
             target: target.clone(),
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
             broken: None,
+            heartbeat: heartbeat.clone(),
         });
         match target {
             RedisTarget::Server(url) => {
@@ -162,6 +208,26 @@ impl RedisClient {
                 tokio::time::sleep(HEALTH_EVERY).await;
             }
         });
+        if let Some(heartbeat) = heartbeat {
+            let weak = Arc::downgrade(&client);
+            tokio::spawn(async move {
+                loop {
+                    heartbeat.wake.notified().await;
+                    let Some(client) = weak.upgrade() else { return };
+                    // Numbered before it is sent: a caller that read a lower number asked first.
+                    let number = heartbeat.started.fetch_add(1, Ordering::SeqCst) + 1;
+                    let up = client.ping().await.is_ok();
+                    drop(client);
+                    heartbeat.answered.send_if_modified(|last| {
+                        let newer = number > last.number;
+                        if newer {
+                            *last = Answered { number, up };
+                        }
+                        newer
+                    });
+                }
+            });
+        }
         Ok(client)
     }
 
@@ -177,6 +243,7 @@ impl RedisClient {
                     conn: ArcSwapOption::empty(),
                     up: AtomicBool::new(false),
                     broken: Some(e.0),
+                    heartbeat: None,
                 })
             }
         }
@@ -185,6 +252,11 @@ impl RedisClient {
     /// What the client talks to (for logs and `/readyz`).
     pub fn describe(&self) -> String {
         self.target.describe()
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, RedisTarget::Cluster(_))
     }
 
     /// Whether the last command reached Redis (`oidc_authz_redis_up`).
@@ -267,6 +339,34 @@ impl RedisClient {
         })
         .await;
         self.settle(result)
+    }
+
+    /// Resolves once Redis has answered a PING that was sent after this call began: Redis is up
+    /// now, not just a moment ago. Callers waiting at the same time share one PING. Without a
+    /// shared PING (a Cluster, an unusable address) it sends its own.
+    pub async fn confirm_up(&self) -> Result<(), RedisDown> {
+        let Some(heartbeat) = &self.heartbeat else {
+            return self.ping().await;
+        };
+        // Every PING numbered above this one is sent after this point.
+        let needed = heartbeat.started.load(Ordering::SeqCst) + 1;
+        let mut answered = heartbeat.answered.subscribe();
+        heartbeat.wake.notify_one();
+        // The PING itself is bounded by COMMAND_TIMEOUT; one may be in flight before ours.
+        let wait = tokio::time::timeout(
+            COMMAND_TIMEOUT * 2 + Duration::from_millis(100),
+            answered.wait_for(|a| a.number >= needed),
+        )
+        .await;
+        match wait {
+            Ok(Ok(a)) if a.up => Ok(()),
+            Ok(Ok(_)) => Err(RedisDown("redis did not answer a PING".into())),
+            Ok(Err(_)) => Err(RedisDown("the redis client is shutting down".into())),
+            Err(_) => Err(RedisDown(format!(
+                "no answer within {} ms",
+                (COMMAND_TIMEOUT * 2).as_millis()
+            ))),
+        }
     }
 
     /// Checks the connection with a PING.

@@ -179,6 +179,7 @@ pub async fn run(
     // (~40 ms), which caps Check at a few hundred answers a second per connection.
     let mut grpc_shutdown = shutdown.clone();
     let grpc = tonic::transport::Server::builder()
+        .layer(crate::grpc_frames::SmallFramesLayer)
         .add_service(health_service)
         .add_service(check)
         .serve_with_incoming_shutdown(

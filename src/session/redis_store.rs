@@ -11,11 +11,16 @@
 //!   that lapses mid-refresh would let a second replica spend the rotated refresh token).
 //! - `revoked:{h}` (via `Revocations`): used logout-token ids.
 //!
-//! Every request reads its session from Redis (one GET): there is no local copy, so a sign-out,
-//! back-channel logout or refresh on one replica holds on every replica at once, and a Redis
-//! that stops answering can never let a request through on a remembered session. Every Redis
-//! call is bounded (`redis_client::COMMAND_TIMEOUT`); Redis down is `StoreDown`, which the
-//! request paths answer with 503, never an allow.
+//! A session read from Redis is kept locally for [`CACHE_TTL`] (half a second), so a busy session
+//! is not read and unsealed again on every request; a sign-out, back-channel logout or refresh
+//! on another replica is therefore seen within that time, inside the design's 1 s bound (this
+//! replica's own writes drop its copy at once). A kept copy is served only once Redis has
+//! answered a PING sent after the request arrived (`RedisClient::confirm_up`, one PING shared
+//! by all the requests waiting at that moment), so a Redis that stops answering never lets a
+//! request through on a remembered session. In a Cluster nothing is kept: a PING to one node
+//! says nothing about the node holding the session. Every Redis call is bounded
+//! (`redis_client::COMMAND_TIMEOUT`); Redis down is `StoreDown`, which the request paths answer
+//! with 503, never an allow.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +37,12 @@ use crate::redis_client::RedisClient;
 const LOCK_LEASE: Duration = Duration::from_millis(3000);
 /// How often a waiter asks for a refresh lock another replica holds.
 const LOCK_POLL: Duration = Duration::from_millis(25);
+/// How long a session read from Redis may be served without reading it again (see the module
+/// comment): well inside the 1 s in which another replica's change must hold everywhere.
+pub const CACHE_TTL: Duration = Duration::from_millis(500);
+/// Sessions kept locally at once (about 2 KB each); more active sessions than this within
+/// [`CACHE_TTL`] are simply read from Redis.
+pub const CACHE_CAPACITY: u64 = 10_000;
 
 /// Deletes the lock only if it is still ours.
 const RELEASE: &str =
@@ -73,6 +84,8 @@ pub struct RedisStore {
     /// Only for "the IdP could not be reached" (the other results are the stored session).
     unavailable: RefreshMemory,
     logout_tokens: Revocations,
+    /// Sessions read from Redis in the last [`CACHE_TTL`], by id; `None` in a Cluster.
+    recent: Option<moka::future::Cache<String, Arc<Session>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -108,9 +121,15 @@ impl RedisStore {
         RedisStore {
             codec,
             logout_tokens: Revocations::in_redis(redis.clone()),
-            redis,
             locks: RefreshLocks::new(MAX_REFRESH_LOCKS),
             unavailable: RefreshMemory::new(MAX_REFRESH_MEMORY),
+            recent: (!redis.is_cluster()).then(|| {
+                moka::future::Cache::builder()
+                    .max_capacity(CACHE_CAPACITY)
+                    .time_to_live(CACHE_TTL)
+                    .build()
+            }),
+            redis,
         }
     }
 
@@ -134,12 +153,33 @@ impl RedisStore {
         Ok(self.redis.ping().await?)
     }
 
-    /// The session named by the cookie, as Redis has it.
+    /// The session named by the cookie, as Redis has it (or had it less than [`CACHE_TTL`] ago,
+    /// with Redis answering now).
     pub(super) async fn load(&self, cookie_header: &str, now: u64) -> Result<Option<Session>, StoreDown> {
         let Some(id) = self.codec.read_session_ref(cookie_header) else {
             return Ok(None);
         };
-        self.fetch(&id, now).await
+        let Some(recent) = &self.recent else {
+            return self.fetch(&id, now).await;
+        };
+        if let Some(kept) = recent.get(&id).await {
+            self.redis.confirm_up().await?;
+            return Ok((now < self.codec.end_of(&kept)).then(|| Session::clone(&kept)));
+        }
+        let session = self.fetch(&id, now).await?;
+        if let Some(s) = &session {
+            recent.insert(id, Arc::new(s.clone())).await;
+        }
+        Ok(session)
+    }
+
+    /// Drops this replica's copies of the sessions `ids` (they were just written or deleted).
+    async fn forget(&self, ids: &[String]) {
+        if let Some(recent) = &self.recent {
+            for id in ids {
+                recent.invalidate(id).await;
+            }
+        }
     }
 
     /// The session `id` as Redis has it now.
@@ -173,8 +213,9 @@ impl RedisStore {
             pipe.cmd("SADD").arg(&index).arg(&session.id).ignore();
             pipe.cmd("PEXPIRE").arg(&index).arg(life_ms).ignore();
         }
-        self.redis.pipeline::<()>(&pipe).await?;
-        Ok(())
+        let written = self.redis.pipeline::<()>(&pipe).await;
+        self.forget(std::slice::from_ref(&session.id)).await;
+        Ok(written?)
     }
 
     pub(super) async fn save(
@@ -209,8 +250,9 @@ impl RedisStore {
         for id in ids {
             pipe.cmd("DEL").arg(session_key(id));
         }
-        let each: Vec<u64> = self.redis.pipeline(&pipe).await?;
-        Ok(each.iter().sum::<u64>())
+        let each = self.redis.pipeline::<Vec<u64>>(&pipe).await;
+        self.forget(ids).await;
+        Ok(each?.iter().sum::<u64>())
     }
 
     async fn members(&self, index: &str) -> Result<Vec<String>, StoreDown> {

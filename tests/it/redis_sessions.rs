@@ -100,10 +100,65 @@ async fn a_sign_out_on_one_replica_ends_the_session_on_the_other_within_1s() {
     assert!(allowed(&b, &jar).await);
     assert_eq!(sign_out(&a, &jar).await, 302);
     let took = within_1s(|| async { !allowed(&b, &jar).await }).await;
+    println!("sign-out on A reached B after {took:?}");
     assert!(
         took.is_some(),
         "replica B still serves the signed-out session after 1 s"
     );
+}
+
+/// A replica keeps a session it read for at most half a second: a session deleted behind its
+/// back (another replica, or by hand) stops working there well within 1 s, and not at once
+/// (which shows the copy is there and bounded).
+#[tokio::test]
+async fn a_session_read_recently_is_served_from_the_local_copy_for_at_most_half_a_second() {
+    let redis = RedisServer::start();
+    let (a, _b) = replicas("redis", &redis).await;
+    let mut jar = Jar::default();
+    login_via_check(&a, APP, &mut jar).await;
+    assert!(allowed(&a, &jar).await);
+    let keys = redis.cli(&["--scan", "--pattern", "oidc-authz:s:*"]);
+    let key = keys.trim();
+    assert!(key.starts_with("oidc-authz:s:"), "{keys}");
+    assert!(allowed(&a, &jar).await, "read once more: the copy is fresh");
+    redis.cli(&["DEL", key]);
+    let deleted = Instant::now();
+    let still_served = allowed(&a, &jar).await;
+    let mut gone = None;
+    while deleted.elapsed() < Duration::from_secs(2) {
+        if !allowed(&a, &jar).await {
+            gone = Some(deleted.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("local copy: served right after the delete: {still_served}; ended after {gone:?}");
+    assert!(
+        still_served,
+        "the session read a moment ago is served from the local copy"
+    );
+    let gone = gone.expect("the local copy runs out");
+    assert!(
+        gone < Duration::from_millis(600),
+        "the local copy outlived 500 ms: {gone:?}"
+    );
+}
+
+/// The local copy is served only after Redis answered a PING sent after the request: a Redis
+/// that stops answering ends it at once, not half a second later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_kept_locally_is_not_served_while_redis_is_frozen() {
+    let redis = RedisServer::start();
+    let (a, _b) = replicas("redis", &redis).await;
+    let mut jar = Jar::default();
+    login_via_check(&a, APP, &mut jar).await;
+    assert!(allowed(&a, &jar).await);
+    redis.pause();
+    let answer = a.check(Req::api("GET", APP).cookies(&jar)).await;
+    redis.resume();
+    assert_eq!(answer.status(), 503, "{}", answer.body());
+    assert!(!answer.is_allow());
+    assert!(allowed(&a, &jar).await, "served again once redis answers");
 }
 
 #[tokio::test]
