@@ -5,7 +5,8 @@
 #   tests/e2e/run.sh                 # install what is missing, build, run every scenario
 #   E2E_ONLY=sign-out tests/e2e/run.sh   # only scenarios whose name contains the text
 #
-# Needs Debian's chromium (apt-get install -y chromium), node/npm, python3 and cargo.
+# Needs Debian's chromium, redis-server and wrk (apt-get install -y chromium redis-server wrk),
+# node/npm, python3 and cargo.
 # ENVOY_BIN=/path/to/envoy reuses an Envoy; E2E_SKIP_BUILD=1 skips cargo build --release.
 # Screenshots and logs: target/e2e/. The last line printed is `N passed, M failed`.
 set -euo pipefail

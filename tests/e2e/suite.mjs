@@ -20,6 +20,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 import { E2E_DIR, HOSTS, OUT_DIR, Stack, freePort, waitFor } from './stack.mjs';
+import { runReplicaScenarios } from './replicas.mjs';
 
 // The API audience of the IdP's machine client (idp.mjs; importing it would load oidc-provider).
 const API_RESOURCE = 'https://api.example.test';
@@ -289,8 +290,9 @@ async function jwksFetches() {
 const results = [];
 const only = process.env.E2E_ONLY;
 
-async function scenario(name, fn) {
-  if (only && !name.toLowerCase().includes(only.toLowerCase())) return;
+/** Runs one scenario (unless E2E_ONLY leaves it out; `always`: what the selected ones need). */
+async function scenario(name, fn, { always = false } = {}) {
+  if (only && !always && !name.toLowerCase().includes(only.toLowerCase())) return;
   currentScenario = name;
   const started = Date.now();
   let timer;
@@ -1553,6 +1555,10 @@ async function run(browser) {
   });
 
   if (bob.context) await bob.context.close();
+
+  // Scale-out (issue 10): three replicas on Redis behind envoy/envoy-replicas.yaml, with a
+  // stack of their own (tests/e2e/replicas.mjs); the single-replica stack above is untouched.
+  await runReplicaScenarios({ browser, scenario, only, newContext, signInAtIdp, shownUser, sessionCookieHeader });
 }
 
 // ------------------------------------------------------------------------------------------
