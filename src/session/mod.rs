@@ -203,7 +203,12 @@ impl SessionCodec {
     /// The session id in a `cookie` header (the `redis` store), if one opens.
     pub fn read_session_ref(&self, cookie_header: &str) -> Option<String> {
         let sealed = cookies::get_chunked(cookie_header, &self.cookie_name)?;
-        let plain = self.sealer.open(Purpose::SessionRef, &sealed)?;
+        self.open_session_ref(&sealed)
+    }
+
+    /// The session id in a sealed session-cookie value.
+    pub fn open_session_ref(&self, sealed: &str) -> Option<String> {
+        let plain = self.sealer.open(Purpose::SessionRef, sealed)?;
         String::from_utf8(plain).ok().filter(|id| !id.is_empty())
     }
 
