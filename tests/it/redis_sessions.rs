@@ -504,6 +504,33 @@ async fn rediss_with_a_private_ca_and_an_acl_user() {
     let c = Stack::start(a.idp.clone(), &wrong).await;
     let x = c.check(Req::api("GET", APP).cookies(&jar)).await;
     assert_eq!(x.status(), 503, "{}", x.body());
+
+    // The rule store over the same TLS server (`rules_store: rediss://…`): a rule disabled
+    // through one replica's admin API is followed by the other within 1 s.
+    let token = "admin-token-for-tests";
+    let rules_cfg = cfg
+        .replace(
+            "rules_store: inline",
+            &format!("rules_store: rediss://gateway:gateway-password@127.0.0.1:{port}/0"),
+        )
+        .replace("session:", &format!("server:\n  admin_token: {token}\nsession:"));
+    let r1 = Stack::start(a.idp.clone(), &rules_cfg).await;
+    let r2 = Stack::start(a.idp.clone(), &rules_cfg).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(r1.admin.synced() && r2.admin.synced()) {
+        assert!(
+            Instant::now() < deadline,
+            "the replicas never read the rediss:// rule store"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let private = || Req::browser("https://app1.example.test/private");
+    assert!(!r2.check(private()).await.is_allow());
+    let (st, body) = admin_call(&r1, token, "POST", "/api/v1/rules/corp/disable", None).await;
+    assert_eq!(st, 200, "{body}");
+    let followed = within_1s(|| async { r2.check(private()).await.is_allow() }).await;
+    println!("rediss:// rule store: the disable reached the other replica after {followed:?}");
+    assert!(followed.is_some(), "the other replica did not follow within 1 s");
     let _ = child.kill();
     let _ = child.wait();
 }
