@@ -109,7 +109,24 @@ pub fn is_browser_navigation(method: &str, accept: Option<&str>, requested_with:
 pub async fn authorize(app: &App, req: RequestFacts<'_>, now: u64) -> Verdict {
     let decision = decide(app, req, now).await;
     app.metrics.record(decision.outcome);
+    crate::telemetry::record_outcome(outcome_name(decision.outcome));
     decision.verdict
+}
+
+/// An outcome as the `outcome` attribute of the `Check` span names it (as the metrics do).
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::AllowPublic => "allow_public",
+        Outcome::AllowDefault => "allow_default",
+        Outcome::AllowSession => "allow_session",
+        Outcome::AllowBearer => "allow_bearer",
+        Outcome::LoginRedirect => "login_redirect",
+        Outcome::Unauthorized => "unauthorized",
+        Outcome::Forbidden => "forbidden",
+        Outcome::Unavailable => "unavailable",
+        Outcome::BadRequest => "bad_request",
+        Outcome::Callback => "callback",
+    }
 }
 
 async fn decide(app: &App, req: RequestFacts<'_>, now: u64) -> Decision {
@@ -132,7 +149,14 @@ async fn decide(app: &App, req: RequestFacts<'_>, now: u64) -> Decision {
         .collect();
 
     let rules = app.rules.load();
-    match route(&rules, &host, &path) {
+    let route = route(&rules, &host, &path);
+    match &route {
+        Route::Callback(rule) | Route::Public { rule, .. } | Route::Login { rule, .. } => {
+            crate::telemetry::record_rule(&rule.name)
+        }
+        Route::Default(_) => crate::telemetry::record_rule("default_action"),
+    }
+    match route {
         Route::Callback(rule) => {
             let query = req.raw_path.split_once('?').map_or("", |(_, q)| q);
             Decision::respond(

@@ -11,6 +11,7 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::app::{now, App};
 use crate::authorize::{authorize, Allow, RequestFacts, Verdict};
@@ -35,7 +36,7 @@ impl CheckService {
 #[tonic::async_trait]
 impl Authorization for CheckService {
     async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let empty = HashMap::new();
         let http = request
             .attributes
@@ -82,7 +83,12 @@ impl Authorization for CheckService {
             },
             headers,
         };
-        let verdict = authorize(&self.app, facts, now()).await;
+        // One server span per Check (its parent from Envoy's `traceparent`), and the request's
+        // `x-request-id` on every log line the decision writes.
+        let span = crate::telemetry::check_span(&metadata, headers, facts.method, authority);
+        let request_id = headers.get("x-request-id").map(String::as_str);
+        let decision = authorize(&self.app, facts, now()).instrument(span);
+        let verdict = crate::telemetry::with_request_id(request_id, decision).await;
         Ok(Response::new(match verdict {
             Verdict::Allow(allow) => ok(allow),
             Verdict::Respond(reply) => deny(reply),

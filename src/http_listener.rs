@@ -14,6 +14,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::app::{now, App};
 use crate::metrics::Outcome;
@@ -41,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn(traced))
         .fallback(|| async { to_response(Reply::page(404, "Not found", "There is nothing here.", None)) })
         .layer(axum::middleware::map_response(one_content_type))
         .with_state(app)
@@ -68,6 +70,22 @@ pub fn to_response(reply: Reply) -> Response {
             }
         }
     }
+    response
+}
+
+/// Each request to a route is a server span (its parent from the request's `traceparent`), and
+/// its `x-request-id` is on every log line it causes.
+async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let span = crate::telemetry::http_span(request.headers(), request.method().as_str(), &route);
+    let request_id = header(request.headers(), "x-request-id").map(str::to_string);
+    let response =
+        crate::telemetry::with_request_id(request_id.as_deref(), next.run(request).instrument(span.clone()))
+            .await;
+    crate::telemetry::record_http_status(&span, response.status().as_u16());
     response
 }
 

@@ -47,6 +47,9 @@
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
 //! - `app`: shared state; `clock`: Unix seconds; `metrics`: counters; `server`: listeners and
 //!   graceful shutdown.
+//! - `telemetry`: logs (text or JSON lines, each with its request's `x-request-id`) and
+//!   OpenTelemetry spans (OTLP/gRPC when the `OTEL_*` variables ask for it): the `Check` and
+//!   HTTP server spans with their parents from `traceparent`, the IdP client spans.
 //! - `store`: where rules are kept: `store::file` (`file:` with atomic writes, or `inline`,
 //!   read-only) and `store::redis` (one versioned value shared by replicas, compare-and-set
 //!   writes, pub/sub change notifications).
@@ -87,5 +90,6 @@ pub mod server;
 pub mod session;
 pub(crate) mod session_endpoints;
 pub mod store;
+pub mod telemetry;
 #[cfg(test)]
 mod test_yaml;

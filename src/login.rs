@@ -201,7 +201,7 @@ impl LoginFailure {
                 (Reply::unavailable_page(message, return_url), false)
             }
             LoginFailure::ExchangeFailed { status, reason, return_url } => {
-                tracing::warn!(rule = %rule.name, ?status, error = %escape_for_log(reason), "code exchange failed");
+                tracing::warn!(rule = %rule.name, status = *status, error = %escape_for_log(reason), "code exchange failed");
                 let page = Reply::page(
                     502,
                     "Sign-in failed",
@@ -417,7 +417,15 @@ async fn start_session(
         }
     };
     set.extend(clear_login);
-    tracing::info!(rule = %rule.name, has_sid = session.sid().is_some(), "login completed");
+    // Who signed in (escaped: claims come from the IdP); never a token.
+    let who = &session.identity;
+    tracing::info!(
+        rule = %rule.name,
+        sub = %escape_for_log(&who.sub),
+        email = who.email.as_deref().map(|e| tracing::field::display(escape_for_log(e))),
+        has_sid = session.sid().is_some(),
+        "login completed"
+    );
     if app.sessions.same_site() == crate::config::SameSite::Strict {
         // The redirect chain started at the IdP, so a browser would not send a Strict cookie on
         // a 302 to the original URL: continue with a same-site navigation instead.

@@ -108,17 +108,6 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve { config } => {
-            init_tracing();
-            // The file's own rules are compiled too, so an invalid one refuses to start even
-            // when the store holds other rules.
-            let (config, compiled) = match rule_source::load_config(&config) {
-                Ok(loaded) => loaded,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    eprintln!("refusing to start: the configuration is invalid");
-                    return ExitCode::from(2);
-                }
-            };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
@@ -126,27 +115,39 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(oidc_authz::server::serve(config, compiled)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(oidc_authz::server::ServeError::Config(errors)) => {
-                    eprintln!("{errors}");
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    eprintln!("oidc-authz: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            // Logs and traces (`OIDC_AUTHZ_LOG*`, `OTEL_*`); the exporter lives on the runtime.
+            let telemetry = {
+                let _runtime = runtime.enter();
+                oidc_authz::telemetry::init()
+            };
+            let code = serve(&runtime, &config);
+            // Buffered spans go out before the process ends (SIGTERM drains, then lands here).
+            telemetry.shutdown();
+            code
         }
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OIDC_AUTHZ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+fn serve(runtime: &tokio::runtime::Runtime, config: &std::path::Path) -> ExitCode {
+    // The file's own rules are compiled too, so an invalid one refuses to start even when the
+    // store holds other rules.
+    let (config, compiled) = match rule_source::load_config(config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("refusing to start: the configuration is invalid");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(oidc_authz::server::serve(config, compiled)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(oidc_authz::server::ServeError::Config(errors)) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("oidc-authz: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

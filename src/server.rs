@@ -198,7 +198,10 @@ pub async fn run(
     let admin = async {
         match (bound.admin, &services.admin_token) {
             (Some(listener), Some(token)) => {
-                tracing::info!(admin = ?listener.local_addr().ok(), "admin API and console listening");
+                tracing::info!(
+                    admin = listener.local_addr().ok().map(tracing::field::display),
+                    "admin API and console listening"
+                );
                 let router = crate::admin::router(services.admin.clone(), token);
                 let mut admin_shutdown = shutdown.clone();
                 axum::serve(listener, router)
@@ -213,7 +216,11 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "oidc-authz listening");
+    tracing::info!(
+        grpc = grpc_addr.map(tracing::field::display),
+        http = http_addr.map(tracing::field::display),
+        "oidc-authz listening"
+    );
 
     let (g, h, a) = tokio::join!(grpc, async { http.await }, admin);
     g.map_err(|e| ServeError::Listener("gRPC", e.to_string()))?;

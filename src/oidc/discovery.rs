@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::fetch::{self, FetchError};
+use tracing::Instrument;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Metadata {
@@ -60,7 +61,9 @@ pub async fn fetch(
     url: &str,
     expected_issuer: &str,
 ) -> Result<Metadata, DiscoveryError> {
-    let meta: Metadata = fetch::json(http.get(url), url).await?;
+    let meta: Metadata = fetch::json(http.get(url), url)
+        .instrument(crate::telemetry::idp_span("discovery", "GET", url))
+        .await?;
     if meta.issuer != expected_issuer {
         return Err(DiscoveryError::IssuerMismatch {
             expected: expected_issuer.into(),

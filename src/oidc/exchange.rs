@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::discovery::{ClientAuth, Metadata};
 use super::fetch::{self, FetchError};
+use tracing::Instrument;
 
 /// How long one refresh request may take (`refresh::REFRESH_BUDGET` bounds the whole refresh,
 /// retry and token check included).
@@ -73,7 +74,9 @@ pub async fn exchange_code(
         ("redirect_uri", x.redirect_uri),
         ("code_verifier", x.pkce_verifier),
     ];
-    token_request(http, meta, form, x.client, None).await
+    token_request(http, meta, form, x.client, None)
+        .instrument(crate::telemetry::idp_span("token", "POST", &meta.token_endpoint))
+        .await
 }
 
 /// Why a refresh did not give new tokens.
@@ -99,6 +102,11 @@ pub async fn refresh(
 ) -> Result<Tokens, RefreshError> {
     let form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
     token_request(http, meta, form, client, Some(REFRESH_TIMEOUT))
+        .instrument(crate::telemetry::idp_span(
+            "refresh",
+            "POST",
+            &meta.token_endpoint,
+        ))
         .await
         .map_err(|e| match e {
             FetchError::Status { status, body, url } => {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::fetch::{self, FetchError};
+use tracing::Instrument;
 
 /// Refetch on an unknown `kid` at most this often.
 pub const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(10);
@@ -138,7 +139,9 @@ impl KeyCache {
 
     async fn fetch(&self, http: &reqwest::Client, jwks_uri: &str) -> Result<(), FetchError> {
         self.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let doc: serde_json::Value = fetch::json(http.get(jwks_uri), jwks_uri).await?;
+        let doc: serde_json::Value = fetch::json(http.get(jwks_uri), jwks_uri)
+            .instrument(crate::telemetry::idp_span("jwks", "GET", jwks_uri))
+            .await?;
         let set = KeySet::from_json(&doc);
         if set.keys.is_empty() {
             return Err(FetchError::BadJson {

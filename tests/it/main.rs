@@ -18,3 +18,4 @@ mod redis_rules;
 mod redis_sessions;
 mod refresh;
 mod token_rules;
+mod tracing;

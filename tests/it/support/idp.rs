@@ -350,6 +350,8 @@ struct Inner {
     unpublished_kid: String,
     ec_kid: String,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// The `traceparent` header of each `POST /token`, in order (empty when absent).
+    token_traceparents: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -394,6 +396,7 @@ impl TestIdp {
         let (kill, _) = watch::channel(0u64);
         let inner = Arc::new(Inner {
             issuer,
+            token_traceparents: Mutex::new(Vec::new()),
             addr,
             availability: AtomicU8::new(availability.to_u8()),
             kill,
@@ -523,6 +526,10 @@ impl TestIdp {
     /// `POST /token` requests with `grant_type=refresh_token` (also counted in `token_requests`).
     pub fn refresh_requests(&self) -> usize {
         self.inner.counters.refresh.load(Ordering::SeqCst)
+    }
+    /// The `traceparent` each `POST /token` carried ("" when none), in order.
+    pub fn token_traceparents(&self) -> Vec<String> {
+        lock(&self.inner.token_traceparents).clone()
     }
     pub fn userinfo_requests(&self) -> usize {
         self.inner.counters.userinfo.load(Ordering::SeqCst)
@@ -1285,6 +1292,11 @@ async fn authorize(State(st): St, RawQuery(query): RawQuery) -> Response {
 
 async fn token(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     st.counters.token.fetch_add(1, Ordering::SeqCst);
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    lock(&st.token_traceparents).push(traceparent.to_string());
     if let Some(r) = st.down() {
         return r;
     }
