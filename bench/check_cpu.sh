@@ -21,6 +21,8 @@
 #   REDIS=1          1 = also measure oidc-authz with `session.store: redis` (needs redis-server;
 #                    installed with apt-get when missing)
 #   DECIDE=1         1 = finish with examples/bench_decide (in-process cost of the hot-path pieces)
+#   OTEL_BENCH=0     1 = also measure `oidc-authz+otel`: spans exported (OTEL_EXPORTER_OTLP_ENDPOINT)
+#                    to examples/otlp_receiver on loopback, every Check a sampled root span
 #   RUN_TIMEOUT=300  seconds allowed per h2load run;  BUILD_TIMEOUT=1800 for cargo
 #   SKIP_BUILD=0     1 = use the binaries already in target/release
 #   STRICT=0         1 = exit 1 when a median ratio misses its target (1.25; 1.5 for redis)
@@ -41,6 +43,7 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 STRICT=${STRICT:-0}
 KEEP=${KEEP:-0}
 DECIDE=${DECIDE:-1}
+OTEL_BENCH=${OTEL_BENCH:-0}
 REDIS=${REDIS:-1}
 TARGET_RATIO=1.25
 TARGET_RATIO_REDIS=1.5
@@ -225,6 +228,25 @@ if [[ $REDIS == 1 ]]; then
     CONFIG_OF[oidc-authz+redis]=$CONFIG3
     { wait_port "$GRPC3" 20 && wait_port "$HTTP3" 20; } || die "oidc-authz (redis) did not listen"
     SERVERS+=(oidc-authz+redis)
+fi
+
+# ---------------------------------------------------------------- OTEL_BENCH=1 (tracing on)
+if [[ $OTEL_BENCH == 1 ]]; then
+    [[ -x "$REL/examples/otlp_receiver" ]] || die "missing $REL/examples/otlp_receiver (build first)"
+    read -r GRPC4 HTTP4 OTLP_PORT <<<"$(free_ports 3)"
+    "$REL/examples/otlp_receiver" "127.0.0.1:$OTLP_PORT" /dev/null >"$WORK/otlp_receiver.log" 2>&1 &
+    PIDS+=("$!")
+    wait_port "$OTLP_PORT" 20 || die "otlp_receiver did not listen (see $WORK/otlp_receiver.log)"
+    CONFIG4="$WORK/oidc-authz-otel.yaml"
+    write_config "$GRPC4" "$HTTP4" "$CONFIG4"
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" \
+        "$REL/oidc-authz" serve --config "$CONFIG4" >"$WORK/oidc-authz-otel.log" 2>&1 &
+    PID_OF[oidc-authz+otel]=$!; PIDS+=("$!")
+    PORT_OF[oidc-authz+otel]=$GRPC4
+    METRICS_OF[oidc-authz+otel]=$HTTP4
+    CONFIG_OF[oidc-authz+otel]=$CONFIG4
+    { wait_port "$GRPC4" 20 && wait_port "$HTTP4" 20; } || die "oidc-authz (otel) did not listen"
+    SERVERS+=(oidc-authz+otel)
 fi
 
 # ---------------------------------------------------------------- the request

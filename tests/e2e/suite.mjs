@@ -21,6 +21,7 @@ import { chromium } from 'playwright-core';
 
 import { E2E_DIR, HOSTS, OUT_DIR, Stack, freePort, waitFor } from './stack.mjs';
 import { runReplicaScenarios } from './replicas.mjs';
+import { runTracingScenarios } from './tracing.mjs';
 
 // The API audience of the IdP's machine client (idp.mjs; importing it would load oidc-provider).
 const API_RESOURCE = 'https://api.example.test';
@@ -1559,6 +1560,10 @@ async function run(browser) {
   // Scale-out (issue 10): three replicas on Redis behind envoy/envoy-replicas.yaml, with a
   // stack of their own (tests/e2e/replicas.mjs); the single-replica stack above is untouched.
   await runReplicaScenarios({ browser, scenario, only, newContext, signInAtIdp, shownUser, sessionCookieHeader });
+
+  // Tracing (issue 11): Envoy's OpenTelemetry tracer and oidc-authz export to one OTLP receiver,
+  // with a stack of their own (tests/e2e/tracing.mjs).
+  await runTracingScenarios({ browser, scenario, only, newContext, signInAtIdp });
 }
 
 // ------------------------------------------------------------------------------------------
