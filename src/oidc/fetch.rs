@@ -120,23 +120,28 @@ fn why_unreachable(e: &reqwest::Error) -> String {
         Some(port) => format!("{host}:{port}"),
         None => host.to_string(),
     };
+    // The chain of causes, with what each io::Error wraps (its own `source` skips that error).
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(c) = next {
+        if chain.len() >= 16 {
+            break;
+        }
+        chain.push(c);
+        next = match c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
     let mut messages: Vec<String> = Vec::new();
     let mut dns = false;
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(c) = cause {
+    for c in &chain {
         let message = c.to_string();
         if message.starts_with("dns error") {
             dns = true;
         }
-        // An io::Error's own `source` skips the error it wraps: look at that one too.
-        let wrapped = c
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        for candidate in [Some(c), wrapped].into_iter().flatten() {
-            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
-                return format!("TLS handshake with {target} failed: {tls}");
-            }
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return format!("TLS handshake with {target} failed: {tls}");
         }
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind;
@@ -147,9 +152,6 @@ fn why_unreachable(e: &reqwest::Error) -> String {
                 ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
                     return format!("{target} is unreachable (no route)")
                 }
-                ErrorKind::InvalidData if message.contains("certificate") => {
-                    return format!("TLS handshake with {target} failed: {message}")
-                }
                 _ if dns => return format!("DNS lookup of {host} failed: {message}"),
                 _ => {}
             }
@@ -157,7 +159,6 @@ fn why_unreachable(e: &reqwest::Error) -> String {
         if messages.last() != Some(&message) {
             messages.push(message);
         }
-        cause = c.source();
     }
     if dns {
         return format!("DNS lookup of {host} failed");
