@@ -91,6 +91,11 @@ def compose():
     for host in ("oidc-authz", "backend"):
         check(re.search(rf"^\s*address: {host}$", envoy, re.M) is not None and host in services, f"envoy/envoy.yaml's upstream {host} is a compose service")
     check("envoyproxy/envoy:v1.40" in services["envoy"]["image"], "Envoy is the official v1.40 image")
+    # The files the end-to-end suite runs (tests/e2e/stack.mjs) are the ones mounted here.
+    mounts = {n: [v.split(":")[0] for v in (services[n].get("volumes") or []) if isinstance(v, str)] for n in services}
+    check("./envoy/envoy.yaml" in mounts["envoy"], "Envoy mounts envoy/envoy.yaml (the suite's Envoy configuration)")
+    check("./deploy/compose" in mounts["oidc-authz"] and "./deploy/compose" in mounts["oidc-authz-2"], "both replicas mount deploy/compose/ (the suite's oidc-authz configurations)")
+    check("./deploy/compose/idp.json" in mounts["idp"], "the IdP mounts deploy/compose/idp.json (the suite's IdP settings)")
     check(services["oidc-authz"]["build"]["dockerfile"] == "Dockerfile", "oidc-authz is built from the Dockerfile")
 
 

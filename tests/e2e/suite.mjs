@@ -1,6 +1,8 @@
 // End-to-end suite of oidc-authz: real Envoy (the committed envoy/envoy.yaml), the certified
 // `oidc-provider` as the IdP, the release binary of oidc-authz, a sample backend and headless
 // Chromium driven by playwright-core. Run it with tests/e2e/run.sh (which installs what it needs).
+// Envoy, oidc-authz and the IdP run the files docker-compose.yml mounts (envoy/envoy.yaml,
+// deploy/compose/), with the compose service names mapped to loopback (stack.mjs).
 //
 // Each scenario asserts what a user (or an API client) would see: page text, URL, status,
 // headers that reached the backend. A screenshot of each browser step goes to target/e2e/.
