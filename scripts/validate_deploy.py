@@ -86,7 +86,8 @@ def compose():
     aliases = ((second.get("networks") or {}).get("default") or {}).get("aliases") or []
     check("oidc-authz" in aliases, "oidc-authz-2 answers to the name oidc-authz (Envoy's STRICT_DNS cluster)")
     start = open(os.path.join(ROOT, "deploy/compose/start-oidc-authz.sh")).read()
-    check("oidc-authz-ha.yaml" in start and "getent hosts redis" in start, "replica 1 picks oidc-authz-ha.yaml when the ha profile's redis exists")
+    redis_aliases = ((services["redis"].get("networks") or {}).get("default") or {}).get("aliases") or []
+    check("oidc-authz-ha.yaml" in start and any(f"getent hosts {a} " in start for a in redis_aliases), "replica 1 picks oidc-authz-ha.yaml when the ha profile's redis (by its alias) exists")
     envoy = open(os.path.join(ROOT, "envoy/envoy.yaml")).read()
     for host in ("oidc-authz", "backend"):
         check(re.search(rf"^\s*address: {host}$", envoy, re.M) is not None and host in services, f"envoy/envoy.yaml's upstream {host} is a compose service")
