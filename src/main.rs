@@ -31,7 +31,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
         OIDC_AUTHZ_LOG_FORMAT=json     logs as JSON lines instead of text\n  \
         OTEL_EXPORTER_OTLP_ENDPOINT    send traces over OTLP/gRPC (also OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); unset: no exporter\n  \
         OTEL_SERVICE_NAME              service.name of the traces (default oidc-authz)\n  \
-        SSL_CERT_FILE, SSL_CERT_DIR    extra CA roots for rediss:// (a private CA)\n\n\
+        SSL_CERT_FILE, SSL_CERT_DIR    the CA roots rediss:// trusts instead of the system's (point SSL_CERT_FILE at a private CA)\n\n\
         Exit status: 0 success; 2 invalid configuration (or a URL that explain cannot read); 1 another failure.\n\
         Logs go to stderr. Secrets, tokens and cookies are never logged."
 )]
