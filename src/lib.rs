@@ -45,8 +45,9 @@
 //! - `session_endpoints`: sign-out, userinfo, back-channel and front-channel logout,
 //!   protocol-free: request facts in, `Reply` out.
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
-//! - `app`: shared state; `clock`: Unix seconds; `metrics`: counters; `server`: listeners and
-//!   graceful shutdown.
+//! - `app`: shared state; `clock`: Unix seconds; `metrics`: the Prometheus families of
+//!   `/metrics` (`prometheus-client`; each rule keeps its own decision counters, and `Check`
+//!   latency is a lock-free histogram); `server`: listeners and graceful shutdown.
 //! - `store`: where rules are kept: `store::file` (`file:` with atomic writes, or `inline`,
 //!   read-only) and `store::redis` (one versioned value shared by replicas, compare-and-set
 //!   writes, pub/sub change notifications).

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::fetch::{self, FetchError};
+use crate::metrics::IdpCall;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Metadata {
@@ -59,8 +60,9 @@ pub async fn fetch(
     http: &reqwest::Client,
     url: &str,
     expected_issuer: &str,
+    call: IdpCall<'_>,
 ) -> Result<Metadata, DiscoveryError> {
-    let meta: Metadata = fetch::json(http.get(url), url).await?;
+    let meta: Metadata = fetch::counted_json(http.get(url), url, call).await?;
     if meta.issuer != expected_issuer {
         return Err(DiscoveryError::IssuerMismatch {
             expected: expected_issuer.into(),

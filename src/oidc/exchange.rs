@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::discovery::{ClientAuth, Metadata};
 use super::fetch::{self, FetchError};
+use crate::metrics::IdpCall;
 
 /// How long one refresh request may take (`refresh::REFRESH_BUDGET` bounds the whole refresh,
 /// retry and token check included).
@@ -66,6 +67,7 @@ pub async fn exchange_code(
     http: &reqwest::Client,
     meta: &Metadata,
     x: &CodeExchange<'_>,
+    call: IdpCall<'_>,
 ) -> Result<Tokens, FetchError> {
     let form = vec![
         ("grant_type", "authorization_code"),
@@ -73,7 +75,7 @@ pub async fn exchange_code(
         ("redirect_uri", x.redirect_uri),
         ("code_verifier", x.pkce_verifier),
     ];
-    token_request(http, meta, form, x.client, None).await
+    token_request(http, meta, form, x.client, None, call).await
 }
 
 /// Why a refresh did not give new tokens.
@@ -96,9 +98,10 @@ pub async fn refresh(
     meta: &Metadata,
     refresh_token: &str,
     client: Client<'_>,
+    call: IdpCall<'_>,
 ) -> Result<Tokens, RefreshError> {
     let form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
-    token_request(http, meta, form, client, Some(REFRESH_TIMEOUT))
+    token_request(http, meta, form, client, Some(REFRESH_TIMEOUT), call)
         .await
         .map_err(|e| match e {
             FetchError::Status { status, body, url } => {
@@ -139,6 +142,7 @@ async fn token_request(
     mut form: Vec<(&str, &str)>,
     client: Client<'_>,
     timeout: Option<Duration>,
+    call: IdpCall<'_>,
 ) -> Result<Tokens, FetchError> {
     let mut req = http
         .post(&meta.token_endpoint)
@@ -167,8 +171,10 @@ async fn token_request(
     // token, the retry gets invalid_grant.) A timeout is not retried: the user has waited
     // long enough.
     let retry = req.try_clone();
-    match (fetch::json(req, &meta.token_endpoint).await, retry) {
-        (Err(FetchError::Unreachable { .. }), Some(again)) => fetch::json(again, &meta.token_endpoint).await,
+    match (fetch::counted_json(req, &meta.token_endpoint, call).await, retry) {
+        (Err(FetchError::Unreachable { .. }), Some(again)) => {
+            fetch::counted_json(again, &meta.token_endpoint, call).await
+        }
         (first, _) => first,
     }
 }
