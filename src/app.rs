@@ -69,7 +69,7 @@ impl App {
             })
         });
         let session_store = session_store(config, sessions.clone(), redis.as_ref());
-        let metrics = Arc::new(Metrics::new(redis.is_some()));
+        let metrics = Arc::new(Metrics::new());
         let app = Arc::new(App {
             rules: RuleSetHandle::new(rules),
             providers: Providers::new(fetch::client(), metrics.clone()),

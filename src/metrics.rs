@@ -368,7 +368,7 @@ pub struct Metrics {
     refreshed: Family<RefreshLabels, Counter>,
     logouts: Family<LogoutLabels, Counter>,
     rules: Family<StateLabels, Gauge>,
-    redis_up: Option<Gauge>,
+    redis_up: Gauge,
     jwks_fetches: Family<IssuerLabels, ScrapedCounter>,
     /// `oidc_authz_check_total` of decisions no rule governs.
     no_rule: RuleCounters,
@@ -376,13 +376,13 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new(false)
+        Metrics::new()
     }
 }
 
 impl Metrics {
-    /// Every family; `oidc_authz_redis_up` only when a Redis is configured.
-    pub fn new(with_redis: bool) -> Metrics {
+    /// Every family (`oidc_authz_redis_up` stays 0 when no Redis is configured).
+    pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let check_total = Family::<CheckLabels, Counter>::default();
         registry.register(
@@ -427,15 +427,14 @@ impl Metrics {
             "Rules by state (not_ready: enabled, but its identity provider is not ready)",
             rules.clone(),
         );
-        let redis_up = with_redis.then(|| {
-            let g = Gauge::default();
-            registry.register(
-                "oidc_authz_redis_up",
-                "Whether Redis answered a PING at this scrape (1) or not (0)",
-                g.clone(),
-            );
-            g
-        });
+        // Always present, so that a dashboard or a check finds every family the design lists; 0
+        // when no Redis is configured, as nothing answers.
+        let redis_up = Gauge::default();
+        registry.register(
+            "oidc_authz_redis_up",
+            "1 when the session Redis answered a PING at this scrape; 0 when it did not, or when no Redis is configured",
+            redis_up.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -573,8 +572,8 @@ impl Metrics {
                 .get_or_create(&StateLabels { state })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        if let (Some(gauge), Some(up)) = (&self.redis_up, state.redis_up) {
-            gauge.set(i64::from(up));
+        if let Some(up) = state.redis_up {
+            self.redis_up.set(i64::from(up));
         }
         self.jwks_fetches.clear();
         for (issuer, n) in &state.jwks_fetches {
@@ -617,7 +616,7 @@ mod tests {
 
     #[test]
     fn checks_are_counted_by_rule_and_outcome_and_timed() {
-        let m = Metrics::new(true);
+        let m = Metrics::new();
         let counters = RuleCounters::default();
         m.record_check(
             Some(("web", &counters)),
@@ -674,6 +673,6 @@ mod tests {
         assert!(scrape(&m).contains("rule=\"old\""));
         m.forget_rules(&["old"]);
         assert!(!scrape(&m).contains("rule=\"old\""), "{}", scrape(&m));
-        assert!(!scrape(&m).contains("oidc_authz_redis_up"));
+        assert!(scrape(&m).contains("oidc_authz_redis_up 0\n"), "no Redis configured: 0");
     }
 }
