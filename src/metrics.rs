@@ -673,6 +673,9 @@ mod tests {
         assert!(scrape(&m).contains("rule=\"old\""));
         m.forget_rules(&["old"]);
         assert!(!scrape(&m).contains("rule=\"old\""), "{}", scrape(&m));
-        assert!(scrape(&m).contains("oidc_authz_redis_up 0\n"), "no Redis configured: 0");
+        assert!(
+            scrape(&m).contains("oidc_authz_redis_up 0\n"),
+            "no Redis configured: 0"
+        );
     }
 }

@@ -140,7 +140,10 @@ async fn every_family_counts_what_it_says() {
         let type_line = format!("# TYPE {family} {kind}");
         assert!(m.lines().any(|l| l == type_line), "TYPE of {family}:\n{m}");
     }
-    assert!(m.contains("\noidc_authz_redis_up 0\n"), "no Redis configured: redis_up is 0:\n{m}");
+    assert!(
+        m.contains("\noidc_authz_redis_up 0\n"),
+        "no Redis configured: redis_up is 0:\n{m}"
+    );
     for (outcome, n) in [
         ("allow_public", 1.0),
         ("login_redirect", 2.0),
