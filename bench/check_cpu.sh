@@ -20,6 +20,9 @@
 #                    (LD_PRELOAD of bench/nodelay_shim.c; diagnostic, needs a C compiler)
 #   REDIS=1          1 = also measure oidc-authz with `session.store: redis` (needs redis-server;
 #                    installed with apt-get when missing)
+#   BASELINE_BIN=   path to another oidc-authz binary (say, a build of the commit before a change):
+#                    adds a server "oidc-authz-baseline" run from it with the same config, so a
+#                    change's cost is the ratio of the two in the same run
 #   DECIDE=1         1 = finish with examples/bench_decide (in-process cost of the hot-path pieces)
 #   OTEL_BENCH=0     1 = also measure `oidc-authz+otel`: spans exported (OTEL_EXPORTER_OTLP_ENDPOINT)
 #                    to examples/otlp_receiver on loopback, every Check a sampled root span
@@ -45,6 +48,7 @@ KEEP=${KEEP:-0}
 DECIDE=${DECIDE:-1}
 OTEL_BENCH=${OTEL_BENCH:-0}
 REDIS=${REDIS:-1}
+BASELINE_BIN=${BASELINE_BIN:-}
 TARGET_RATIO=1.25
 TARGET_RATIO_REDIS=1.5
 URL='https://app.bench.test/dashboard?tab=overview'
@@ -134,7 +138,7 @@ PY
         echo "${out[*]}"
     fi
 }
-read -r GRPC HTTP ADMIN NOOP GRPC2 HTTP2 GRPC3 HTTP3 REDIS_PORT <<<"$(free_ports 9)"
+read -r GRPC HTTP ADMIN NOOP GRPC2 HTTP2 GRPC3 HTTP3 REDIS_PORT GRPC4 HTTP4 <<<"$(free_ports 11)"
 
 write_config() { # grpc_port http_port file [store]
     local store=${4:-cookie} redis_line=
@@ -211,6 +215,18 @@ if [[ -n $SHIM ]]; then
     { wait_port "$GRPC2" 20 && wait_port "$HTTP2" 20; } || die "oidc-authz (nodelay) did not listen"
     SERVERS+=(oidc-authz+nodelay)
 fi
+if [[ -n $BASELINE_BIN ]]; then
+    [[ -x $BASELINE_BIN ]] || die "BASELINE_BIN=$BASELINE_BIN is not an executable"
+    CONFIG4="$WORK/oidc-authz-baseline.yaml"
+    write_config "$GRPC4" "$HTTP4" "$CONFIG4"
+    "$BASELINE_BIN" serve --config "$CONFIG4" >"$WORK/oidc-authz-baseline.log" 2>&1 &
+    PID_OF[oidc-authz-baseline]=$!; PIDS+=("$!")
+    PORT_OF[oidc-authz-baseline]=$GRPC4
+    CONFIG_OF[oidc-authz-baseline]=$CONFIG4
+    METRICS_OF[oidc-authz-baseline]=$HTTP4
+    { wait_port "$GRPC4" 20 && wait_port "$HTTP4" 20; } || die "oidc-authz (baseline) did not listen"
+    SERVERS+=(oidc-authz-baseline)
+fi
 if [[ $REDIS == 1 ]]; then
     # Its own redis-server on a free loopback port, no persistence, stopped on exit.
     mkdir -p "$WORK/redis"
@@ -233,19 +249,19 @@ fi
 # ---------------------------------------------------------------- OTEL_BENCH=1 (tracing on)
 if [[ $OTEL_BENCH == 1 ]]; then
     [[ -x "$REL/examples/otlp_receiver" ]] || die "missing $REL/examples/otlp_receiver (build first)"
-    read -r GRPC4 HTTP4 OTLP_PORT <<<"$(free_ports 3)"
+    read -r GRPC_OTEL HTTP_OTEL OTLP_PORT <<<"$(free_ports 3)"
     "$REL/examples/otlp_receiver" "127.0.0.1:$OTLP_PORT" /dev/null >"$WORK/otlp_receiver.log" 2>&1 &
     PIDS+=("$!")
     wait_port "$OTLP_PORT" 20 || die "otlp_receiver did not listen (see $WORK/otlp_receiver.log)"
-    CONFIG4="$WORK/oidc-authz-otel.yaml"
-    write_config "$GRPC4" "$HTTP4" "$CONFIG4"
+    CONFIG_OTEL="$WORK/oidc-authz-otel.yaml"
+    write_config "$GRPC_OTEL" "$HTTP_OTEL" "$CONFIG_OTEL"
     OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" \
-        "$REL/oidc-authz" serve --config "$CONFIG4" >"$WORK/oidc-authz-otel.log" 2>&1 &
+        "$REL/oidc-authz" serve --config "$CONFIG_OTEL" >"$WORK/oidc-authz-otel.log" 2>&1 &
     PID_OF[oidc-authz+otel]=$!; PIDS+=("$!")
-    PORT_OF[oidc-authz+otel]=$GRPC4
-    METRICS_OF[oidc-authz+otel]=$HTTP4
-    CONFIG_OF[oidc-authz+otel]=$CONFIG4
-    { wait_port "$GRPC4" 20 && wait_port "$HTTP4" 20; } || die "oidc-authz (otel) did not listen"
+    PORT_OF[oidc-authz+otel]=$GRPC_OTEL
+    METRICS_OF[oidc-authz+otel]=$HTTP_OTEL
+    CONFIG_OF[oidc-authz+otel]=$CONFIG_OTEL
+    { wait_port "$GRPC_OTEL" 20 && wait_port "$HTTP_OTEL" 20; } || die "oidc-authz (otel) did not listen"
     SERVERS+=(oidc-authz+otel)
 fi
 
@@ -276,14 +292,17 @@ cpu_ticks() { # utime + stime of the whole process (all threads), in clock ticks
     echo $((${12} + ${13}))
 }
 
-allow_session() { # metrics_port -> value of oidc_authz_check_total{outcome="allow_session"}
+allow_session() { # metrics_port -> oidc_authz_check_total{rule="…",outcome="allow_session"}, summed
+    # over rules (a build from before the `rule` label writes {outcome="allow_session"} alone)
     curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" |
-        awk '/^oidc_authz_check_total\{outcome="allow_session"\}/ {print $2; f=1} END {if (!f) exit 1}'
+        awk '/^oidc_authz_check_total\{/ {t = 1}
+             /^oidc_authz_check_total\{(.*,)?outcome="allow_session"[,}]/ {n += $2}
+             END {if (!t) exit 1; print n + 0}'
 }
 
 check_outcomes() { # metrics_port -> all check_total lines, compact
     curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" |
-        awk -F'[{}"]' '/^oidc_authz_check_total\{/ {split($0, v, " "); printf "%s=%s ", $3, v[2]}'
+        awk '/^oidc_authz_check_total\{/ {sub(/^oidc_authz_check_total/, ""); gsub(/"/, ""); printf "%s=%s ", $1, $2}'
 }
 
 grpc_once() { # server out_body -> prints curl's response headers and trailers

@@ -102,19 +102,13 @@ async fn run(config_path: &Path, request_path: &Path, budget: Duration) -> Resul
     let name = app.sessions.cookie_name.clone();
 
     // The request must take the session path, or the numbers mean nothing.
-    let before = app
-        .metrics
-        .allow_session
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let before = allow_sessions(&app);
     let response = service
         .check(tonic::Request::new(request.clone()))
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
-    let after = app
-        .metrics
-        .allow_session
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let after = allow_sessions(&app);
     if after != before + 1 || response.status.as_ref().map(|s| s.code) != Some(0) {
         return Err("the request was not allowed through the session path".into());
     }
@@ -195,4 +189,14 @@ async fn run(config_path: &Path, request_path: &Path, budget: Duration) -> Resul
     })
     .await;
     Ok(())
+}
+
+/// `oidc_authz_check_total{outcome="allow_session"}`, summed over rules, as `/metrics` shows it.
+fn allow_sessions(app: &App) -> u64 {
+    app.metrics
+        .render(&app.scrape_state())
+        .lines()
+        .filter(|l| l.starts_with("oidc_authz_check_total{") && l.contains("outcome=\"allow_session\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }

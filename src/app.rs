@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 pub use crate::clock::now;
 use crate::config::{Config, RedisAddress, SessionStoreKind};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RuleStates, ScrapeState};
 use crate::oidc::fetch;
 use crate::oidc::provider::Providers;
 use crate::redis_client::{RedisClient, RedisTarget};
@@ -23,7 +23,7 @@ pub struct App {
     pub sessions: Arc<SessionCodec>,
     /// Where sessions are loaded, saved, cleared and revoked.
     pub session_store: SessionStore,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// `session.refresh_grace` in seconds: how long past expiry a session is served while the
     /// IdP cannot be reached at refresh.
     pub refresh_grace_secs: u64,
@@ -69,12 +69,13 @@ impl App {
             })
         });
         let session_store = session_store(config, sessions.clone(), redis.as_ref());
+        let metrics = Arc::new(Metrics::new());
         let app = Arc::new(App {
             rules: RuleSetHandle::new(rules),
-            providers: Providers::new(fetch::client()),
+            providers: Providers::new(fetch::client(), metrics.clone()),
             sessions,
             session_store,
-            metrics: Metrics::default(),
+            metrics,
             refresh_grace_secs: config.session.refresh_grace.as_secs(),
             redis,
             rule_store_problem: arc_swap::ArcSwapOption::empty(),
@@ -84,18 +85,75 @@ impl App {
     }
 
     /// Makes sure every enabled rule's provider exists (discovery runs in the background).
+    /// A provider's own IdP calls (discovery, keys) are counted under the first enabled rule
+    /// that uses it; those of a provider no enabled rule uses any more, under no rule.
     pub fn start_providers(&self) {
         let rules = self.rules.load();
+        let mut seen = std::collections::HashSet::new();
+        let mut used = Vec::new();
         for rule in rules.enabled() {
-            self.providers
-                .ensure(&rule.provider_key, &rule.issuer, rule.discovery_url.as_str());
+            let provider = self.providers.ensure(
+                &rule.provider_key,
+                &rule.issuer,
+                rule.discovery_url.as_str(),
+                &rule.name,
+            );
+            if seen.insert(rule.provider_key.as_str()) {
+                provider.count_calls_under(&rule.name);
+                used.push(provider);
+            }
+        }
+        for provider in self.providers.all() {
+            if !used.iter().any(|u| Arc::ptr_eq(u, &provider)) {
+                provider.count_calls_under(crate::metrics::NO_RULE);
+            }
         }
     }
 
-    /// Swaps in a new rule set; `Check` follows from the next request.
+    /// Swaps in a new rule set; `Check` follows from the next request. The metrics of rules
+    /// that are gone are dropped.
     pub fn replace_rules(&self, rules: RuleSet) {
+        let old = self.rules.load_full();
         self.rules.store(rules);
+        let new = self.rules.load();
+        let gone: Vec<&str> = old
+            .all()
+            .iter()
+            .map(|r| r.name.as_str())
+            .filter(|name| new.by_name(name).is_none())
+            .collect();
+        self.metrics.forget_rules(&gone);
         self.start_providers();
+    }
+
+    /// What `/metrics` reads at a scrape: rules by state, Redis (as last checked), JWKS fetches.
+    pub fn scrape_state(&self) -> ScrapeState {
+        let rules = self.rules.load();
+        let mut states = RuleStates::default();
+        for rule in rules.all() {
+            let slot = if !rule.enabled {
+                &mut states.disabled
+            } else if self
+                .providers
+                .get(&rule.provider_key)
+                .is_some_and(|p| p.is_ready())
+            {
+                &mut states.enabled
+            } else {
+                &mut states.not_ready
+            };
+            *slot += 1;
+        }
+        ScrapeState {
+            rules: states,
+            redis_up: self.redis.as_ref().map(|r| r.is_up()),
+            jwks_fetches: self
+                .providers
+                .all()
+                .iter()
+                .map(|p| (p.issuer.clone(), p.jwks_fetches()))
+                .collect(),
+        }
     }
 
     /// Sets (or clears) what `/readyz` says about the rule store.

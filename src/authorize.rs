@@ -3,6 +3,7 @@
 //! back). `check` adapts Envoy's `CheckRequest` to `RequestFacts` and the `Verdict` back.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use crate::app::App;
 use crate::config::{DefaultAction, UpstreamToken};
@@ -14,7 +15,7 @@ use crate::oidc::token::TokenError;
 use crate::refresh::{self, Fresh};
 use crate::reply::{escape_for_log, Reply};
 use crate::rules::normalize::{parse_host, RequestPath};
-use crate::rules::Rule;
+use crate::rules::{Rule, RuleSet};
 use crate::session::{cookies, Session, StoreDown};
 
 /// Identity headers we set; any other client-sent `x-auth-request-*` header is removed.
@@ -105,37 +106,33 @@ pub fn is_browser_navigation(method: &str, accept: Option<&str>, requested_with:
         && !requested_with.is_some_and(|x| x.trim().eq_ignore_ascii_case("xmlhttprequest"))
 }
 
-/// Decides one request, and counts the outcome.
+/// Decides one request, and counts it (outcome, governing rule, latency).
 pub async fn authorize(app: &App, req: RequestFacts<'_>, now: u64) -> Verdict {
-    let decision = decide(app, req, now).await;
-    app.metrics.record(decision.outcome);
-    crate::telemetry::record_outcome(outcome_name(decision.outcome));
+    let started = Instant::now();
+    let rules = app.rules.load();
+    let (rule, decision) = decide(app, &rules, req, now).await;
+    app.metrics
+        .record_check(rule.map(|r| r.counted()), decision.outcome, started.elapsed());
+    crate::telemetry::record_outcome(decision.outcome.label());
     decision.verdict
 }
 
-/// An outcome as the `outcome` attribute of the `Check` span names it (as the metrics do).
-fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::AllowPublic => "allow_public",
-        Outcome::AllowDefault => "allow_default",
-        Outcome::AllowSession => "allow_session",
-        Outcome::AllowBearer => "allow_bearer",
-        Outcome::LoginRedirect => "login_redirect",
-        Outcome::Unauthorized => "unauthorized",
-        Outcome::Forbidden => "forbidden",
-        Outcome::Unavailable => "unavailable",
-        Outcome::BadRequest => "bad_request",
-        Outcome::Callback => "callback",
-    }
-}
-
-async fn decide(app: &App, req: RequestFacts<'_>, now: u64) -> Decision {
+/// The decision, and the rule that governed it (`None` when none did).
+async fn decide<'r>(
+    app: &App,
+    rules: &'r RuleSet,
+    req: RequestFacts<'_>,
+    now: u64,
+) -> (Option<&'r Rule>, Decision) {
     // The host is checked once, before the rule walk: a name that is not a host name could be
     // routed by Envoy one way and matched by a rule's `domains` another.
     let host = match parse_host(req.authority) {
         Ok(host) => host,
         Err(why) => {
-            return Decision::respond(Outcome::BadRequest, Reply::bad_host(&why));
+            return (
+                None,
+                Decision::respond(Outcome::BadRequest, Reply::bad_host(&why)),
+            );
         }
     };
     let path = RequestPath::parse(req.raw_path);
@@ -148,15 +145,13 @@ async fn decide(app: &App, req: RequestFacts<'_>, now: u64) -> Decision {
         .cloned()
         .collect();
 
-    let rules = app.rules.load();
-    let route = route(&rules, &host, &path);
-    match &route {
-        Route::Callback(rule) | Route::Public { rule, .. } | Route::Login { rule, .. } => {
-            crate::telemetry::record_rule(&rule.name)
-        }
-        Route::Default(_) => crate::telemetry::record_rule("default_action"),
-    }
-    match route {
+    let routed = route(rules, &host, &path);
+    let governing = match &routed {
+        Route::Callback(rule) | Route::Public { rule, .. } | Route::Login { rule, .. } => Some(*rule),
+        Route::Default(_) => None,
+    };
+    crate::telemetry::record_rule(governing.map_or("default_action", |r| r.name.as_str()));
+    let decision = match routed {
         Route::Callback(rule) => {
             let query = req.raw_path.split_once('?').map_or("", |(_, q)| q);
             Decision::respond(
@@ -182,7 +177,8 @@ async fn decide(app: &App, req: RequestFacts<'_>, now: u64) -> Decision {
             ),
         ),
         Route::Login { rule, .. } => login_with(app, rule, &req, cookie_header, spoofed, now).await,
-    }
+    };
+    (governing, decision)
 }
 
 fn anonymous_allow(app: &App, spoofed: Vec<String>, cookie_header: &str) -> Allow {

@@ -45,6 +45,8 @@ impl Authorization for CheckService {
             .and_then(|r| r.http.as_ref());
         let Some(http) = http else {
             // Not an HTTP request: nothing we can authenticate.
+            let metrics = &self.app.metrics; // counted at once: there is nothing to decide
+            metrics.record_check(None, crate::metrics::Outcome::Forbidden, Default::default());
             return Ok(Response::new(deny(Reply::forbidden(
                 None,
                 "request",

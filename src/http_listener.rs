@@ -155,7 +155,7 @@ async fn callback(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(quer
         now(),
     )
     .await;
-    app.metrics.record(Outcome::Callback);
+    app.metrics.record(Some(rule.counted()), Outcome::Callback);
     to_response(reply)
 }
 
@@ -186,7 +186,7 @@ async fn start(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query):
         ));
     };
     let (outcome, reply) = crate::login::begin(&app, rule, target.as_str(), &cookie_header(&headers), now());
-    app.metrics.record(outcome);
+    app.metrics.record(Some(rule.counted()), outcome);
     to_response(reply)
 }
 
@@ -254,18 +254,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let mut body = app.metrics.render();
-    if let Some(redis) = &app.redis {
-        let _ = redis.ping().await;
-        body.push_str("# TYPE oidc_authz_redis_up gauge\n");
-        body.push_str(&format!("oidc_authz_redis_up {}\n", u8::from(redis.is_up())));
-    }
-    for p in app.providers.all() {
-        body.push_str(&format!(
-            "oidc_authz_jwks_fetches_total{{issuer=\"{}\"}} {}\n",
-            p.issuer.replace('"', ""),
-            p.jwks_fetches()
-        ));
-    }
-    to_response(Reply::text(200, "text/plain; version=0.0.4", body))
+    app.check_redis().await;
+    let body = app.metrics.render(&app.scrape_state());
+    to_response(Reply::text(200, crate::metrics::CONTENT_TYPE, body))
 }

@@ -45,8 +45,9 @@
 //! - `session_endpoints`: sign-out, userinfo, back-channel and front-channel logout,
 //!   protocol-free: request facts in, `Reply` out.
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
-//! - `app`: shared state; `clock`: Unix seconds; `metrics`: counters; `server`: listeners and
-//!   graceful shutdown.
+//! - `app`: shared state; `clock`: Unix seconds; `metrics`: the Prometheus families of
+//!   `/metrics` (`prometheus-client`; each rule keeps its own decision counters, and `Check`
+//!   latency is a lock-free histogram); `server`: listeners and graceful shutdown.
 //! - `telemetry`: logs (text or JSON lines, each with its request's `x-request-id`) and
 //!   OpenTelemetry spans (OTLP/gRPC when the `OTEL_*` variables ask for it): the `Check` and
 //!   HTTP server spans with their parents from `traceparent`, the IdP client spans.

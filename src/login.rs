@@ -377,7 +377,8 @@ async fn exchange(
             secret: rule.client_secret.expose(),
         },
     };
-    exchange_code(provider.http(), &discovered.metadata, &exchange)
+    let call = provider.call_for(&rule.name, crate::metrics::Endpoint::Token);
+    exchange_code(provider.http(), &discovered.metadata, &exchange, call)
         .await
         .map_err(|e| LoginFailure::ExchangeFailed {
             status: match &e {

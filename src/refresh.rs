@@ -179,7 +179,8 @@ async fn grant(app: &App, rule: &Rule, session: &Session, now: u64) -> Result<Se
         id: &rule.client_id,
         secret: rule.client_secret.expose(),
     };
-    let tokens = exchange::refresh(provider.http(), &discovered.metadata, refresh_token, client)
+    let call = provider.call_for(&rule.name, crate::metrics::Endpoint::Refresh);
+    let tokens = exchange::refresh(provider.http(), &discovered.metadata, refresh_token, client, call)
         .await
         .map_err(|e| match e {
             RefreshError::InvalidGrant => Failure::InvalidGrant,

@@ -125,6 +125,9 @@ impl RuleAdmin {
                 Some(rules) => {
                     // The store's own rules run; the config's (already checked) do not.
                     compiled_config_rules = None;
+                    if let Some(message) = crate::store::ignored_config_rules(&store, &rules, &imported) {
+                        tracing::warn!(store = %store.describe(), stored_rules = rules.len(), config_rules = imported.len(), "{message}");
+                    }
                     (rules, file.version(), true)
                 }
                 None => {
@@ -370,6 +373,8 @@ impl RuleAdmin {
 
     async fn refresh_inner(&self, force: bool) -> Result<bool, AdminError> {
         let version = self.store.version().await?;
+        // Before the first read of a shared store, the running rules are the config file's.
+        let config_rules = (!self.synced() && !version.is_empty()).then(|| self.lock().rules.clone());
         if !force && self.synced() && version == self.lock().version {
             return Ok(false);
         }
@@ -401,6 +406,11 @@ impl RuleAdmin {
             other => other?,
         };
         let Loaded { rules, version } = loaded;
+        if let (Some(config_rules), Some(stored)) = (&config_rules, &rules) {
+            if let Some(message) = crate::store::ignored_config_rules(&self.store, stored, config_rules) {
+                tracing::warn!(store = %self.store.describe(), stored_rules = stored.len(), config_rules = config_rules.len(), "{message}");
+            }
+        }
         self.mark_synced();
         let Some(rules) = rules else {
             let mut state = self.lock();

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::fetch::{self, FetchError};
+use crate::metrics::IdpCall;
 use tracing::Instrument;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,8 +61,9 @@ pub async fn fetch(
     http: &reqwest::Client,
     url: &str,
     expected_issuer: &str,
+    call: IdpCall<'_>,
 ) -> Result<Metadata, DiscoveryError> {
-    let meta: Metadata = fetch::json(http.get(url), url)
+    let meta: Metadata = fetch::counted_json(http.get(url), url, call)
         .instrument(crate::telemetry::idp_span("discovery", "GET", url))
         .await?;
     if meta.issuer != expected_issuer {

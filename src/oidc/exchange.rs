@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::discovery::{ClientAuth, Metadata};
 use super::fetch::{self, FetchError};
+use crate::metrics::IdpCall;
 use tracing::Instrument;
 
 /// How long one refresh request may take (`refresh::REFRESH_BUDGET` bounds the whole refresh,
@@ -67,6 +68,7 @@ pub async fn exchange_code(
     http: &reqwest::Client,
     meta: &Metadata,
     x: &CodeExchange<'_>,
+    call: IdpCall<'_>,
 ) -> Result<Tokens, FetchError> {
     let form = vec![
         ("grant_type", "authorization_code"),
@@ -74,7 +76,7 @@ pub async fn exchange_code(
         ("redirect_uri", x.redirect_uri),
         ("code_verifier", x.pkce_verifier),
     ];
-    token_request(http, meta, form, x.client, None)
+    token_request(http, meta, form, x.client, None, call)
         .instrument(crate::telemetry::idp_span("token", "POST", &meta.token_endpoint))
         .await
 }
@@ -99,14 +101,11 @@ pub async fn refresh(
     meta: &Metadata,
     refresh_token: &str,
     client: Client<'_>,
+    call: IdpCall<'_>,
 ) -> Result<Tokens, RefreshError> {
     let form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
-    token_request(http, meta, form, client, Some(REFRESH_TIMEOUT))
-        .instrument(crate::telemetry::idp_span(
-            "refresh",
-            "POST",
-            &meta.token_endpoint,
-        ))
+    token_request(http, meta, form, client, Some(REFRESH_TIMEOUT), call)
+        .instrument(crate::telemetry::idp_span("refresh", "POST", &meta.token_endpoint))
         .await
         .map_err(|e| match e {
             FetchError::Status { status, body, url } => {
@@ -147,6 +146,7 @@ async fn token_request(
     mut form: Vec<(&str, &str)>,
     client: Client<'_>,
     timeout: Option<Duration>,
+    call: IdpCall<'_>,
 ) -> Result<Tokens, FetchError> {
     let mut req = http
         .post(&meta.token_endpoint)
@@ -175,8 +175,10 @@ async fn token_request(
     // token, the retry gets invalid_grant.) A timeout is not retried: the user has waited
     // long enough.
     let retry = req.try_clone();
-    match (fetch::json(req, &meta.token_endpoint).await, retry) {
-        (Err(FetchError::Unreachable { .. }), Some(again)) => fetch::json(again, &meta.token_endpoint).await,
+    match (fetch::counted_json(req, &meta.token_endpoint, call).await, retry) {
+        (Err(FetchError::Unreachable { .. }), Some(again)) => {
+            fetch::counted_json(again, &meta.token_endpoint, call).await
+        }
         (first, _) => first,
     }
 }

@@ -108,6 +108,33 @@ async fn send_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+// ---- metrics (crate::metrics): every IdP call is counted and timed here ----
+
+use crate::metrics::IdpResult;
+
+/// `json`, counted in `oidc_authz_idp_requests_total` and timed in
+/// `oidc_authz_idp_request_duration_seconds` as `call` says.
+pub async fn counted_json<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    call: crate::metrics::IdpCall<'_>,
+) -> Result<T, FetchError> {
+    let started = std::time::Instant::now();
+    let result = json(req, url).await;
+    let outcome = result.as_ref().map_or_else(idp_result, |_| IdpResult::Ok);
+    call.record(outcome, started.elapsed());
+    result
+}
+
+/// The `result` label of a call that failed with `e`.
+fn idp_result(e: &FetchError) -> IdpResult {
+    match e {
+        FetchError::TimedOut { .. } => IdpResult::Timeout,
+        FetchError::Unreachable { .. } => IdpResult::Error,
+        FetchError::Status { status, .. } if (400..500).contains(status) => IdpResult::Http4xx,
+        FetchError::Status { .. } => IdpResult::Http5xx,
+        FetchError::TooLarge { .. } | FetchError::BadJson { .. } => IdpResult::Invalid,
+
 /// Why a request got no answer, in words: "connection refused by 127.0.0.1:1", "DNS lookup of
 /// idp.example failed: …", "TLS handshake with idp.example:443 failed: …", "connection to … timed
 /// out". Read from the error's chain of causes (reqwest → hyper → io / rustls); anything else

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::fetch::{self, FetchError};
+use crate::metrics::IdpCall;
 use tracing::Instrument;
 
 /// Refetch on an unknown `kid` at most this often.
@@ -132,14 +133,24 @@ impl KeyCache {
     }
 
     /// Fetches the JWKS now (used right after discovery). Keeps the old keys on failure.
-    pub async fn refresh(&self, http: &reqwest::Client, jwks_uri: &str) -> Result<(), FetchError> {
+    pub async fn refresh(
+        &self,
+        http: &reqwest::Client,
+        jwks_uri: &str,
+        call: IdpCall<'_>,
+    ) -> Result<(), FetchError> {
         let _guard = self.refresh.lock().await;
-        self.fetch(http, jwks_uri).await
+        self.fetch(http, jwks_uri, call).await
     }
 
-    async fn fetch(&self, http: &reqwest::Client, jwks_uri: &str) -> Result<(), FetchError> {
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        jwks_uri: &str,
+        call: IdpCall<'_>,
+    ) -> Result<(), FetchError> {
         self.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let doc: serde_json::Value = fetch::json(http.get(jwks_uri), jwks_uri)
+        let doc: serde_json::Value = fetch::counted_json(http.get(jwks_uri), jwks_uri, call)
             .instrument(crate::telemetry::idp_span("jwks", "GET", jwks_uri))
             .await?;
         let set = KeySet::from_json(&doc);
@@ -159,6 +170,7 @@ impl KeyCache {
         http: &reqwest::Client,
         jwks_uri: &str,
         kid: Option<&str>,
+        call: IdpCall<'_>,
     ) -> Result<Arc<VerifyKey>, KeyError> {
         if let Some(set) = self.current.load().as_ref() {
             if let Some(k) = set.find(kid) {
@@ -186,7 +198,7 @@ impl KeyCache {
             });
         }
         *last = Some(Instant::now());
-        match self.fetch(http, jwks_uri).await {
+        match self.fetch(http, jwks_uri, call).await {
             Ok(()) => self
                 .current
                 .load()

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use jsonwebtoken::Algorithm;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
@@ -16,6 +16,7 @@ use super::discovery::{self, Metadata};
 use super::keys::{KeyCache, KeyError, VerifyKey};
 use super::logout_token::{self, Logout, LogoutTokenError};
 use super::token::{self, Expect, TokenError, TokenHeader};
+use crate::metrics::{Endpoint, IdpCall, IdpRule, Metrics};
 
 /// Backoff of discovery retries: starts here, doubles, and never waits longer than the cap.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -38,10 +39,19 @@ pub struct Provider {
     last_error: RwLock<Option<String>>,
     /// sha256(token) → claims, until the token expires.
     verified: Cache<[u8; 32], Arc<Claims>>,
+    /// Where IdP calls are counted, and the rule this provider's own calls are counted under.
+    metrics: Arc<Metrics>,
+    metrics_rule: ArcSwap<String>,
 }
 
 impl Provider {
-    pub fn new(issuer: &str, discovery_url: &str, http: reqwest::Client) -> Provider {
+    pub fn new(
+        issuer: &str,
+        discovery_url: &str,
+        http: reqwest::Client,
+        metrics: Arc<Metrics>,
+        rule: &str,
+    ) -> Provider {
         Provider {
             issuer: issuer.to_string(),
             discovery_url: discovery_url.to_string(),
@@ -53,7 +63,27 @@ impl Provider {
                 .max_capacity(VERIFIED_CAPACITY)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
+            metrics,
+            metrics_rule: ArcSwap::from_pointee(rule.to_string()),
         }
+    }
+
+    /// Counts this provider's own calls (discovery, keys) under `rule` from now on.
+    pub fn count_calls_under(&self, rule: &str) {
+        if self.metrics_rule.load().as_str() != rule {
+            self.metrics_rule.store(Arc::new(rule.to_string()));
+        }
+    }
+
+    /// A call this provider makes for itself.
+    fn own_call(&self, endpoint: Endpoint) -> IdpCall<'_> {
+        self.metrics
+            .idp_call(IdpRule::Provider(&self.metrics_rule), endpoint)
+    }
+
+    /// A call made for `rule` (the code exchange, a refresh).
+    pub fn call_for<'a>(&'a self, rule: &'a str, endpoint: Endpoint) -> IdpCall<'a> {
+        self.metrics.idp_call(IdpRule::Named(rule), endpoint)
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -85,7 +115,8 @@ impl Provider {
 
     /// One discovery attempt, then a key fetch.
     pub async fn discover_once(&self) -> Result<(), String> {
-        let metadata = discovery::fetch(&self.http, &self.discovery_url, &self.issuer)
+        let call = self.own_call(Endpoint::Discovery);
+        let metadata = discovery::fetch(&self.http, &self.discovery_url, &self.issuer, call)
             .await
             .map_err(|e| e.to_string())?;
         let algorithms = token::accepted_algorithms(&metadata.id_token_signing_alg_values_supported);
@@ -96,7 +127,7 @@ impl Provider {
         self.discovered
             .store(Some(Arc::new(Discovered { metadata, algorithms })));
         self.keys
-            .refresh(&self.http, &jwks_uri)
+            .refresh(&self.http, &jwks_uri, self.own_call(Endpoint::Jwks))
             .await
             .map_err(|e| e.to_string())
     }
@@ -177,7 +208,12 @@ impl Provider {
     /// unknown kid).
     async fn key_for(&self, d: &Discovered, header: &TokenHeader) -> Result<Arc<VerifyKey>, TokenError> {
         self.keys
-            .key(&self.http, &d.metadata.jwks_uri, header.kid.as_deref())
+            .key(
+                &self.http,
+                &d.metadata.jwks_uri,
+                header.kid.as_deref(),
+                self.own_call(Endpoint::Jwks),
+            )
             .await
             .map_err(|e| match e {
                 KeyError::Unavailable(_) => TokenError::KeysUnavailable,
@@ -230,13 +266,15 @@ impl<'a> Expectation<'a> {
 #[derive(Default)]
 pub struct Providers {
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
     map: RwLock<HashMap<String, Arc<Provider>>>,
 }
 
 impl Providers {
-    pub fn new(http: reqwest::Client) -> Providers {
+    pub fn new(http: reqwest::Client, metrics: Arc<Metrics>) -> Providers {
         Providers {
             http,
+            metrics,
             map: RwLock::new(HashMap::new()),
         }
     }
@@ -248,12 +286,18 @@ impl Providers {
     }
 
     /// The provider of `issuer` (discovery at `discovery_url`) under `key`, started (discovery
-    /// in the background) if new.
-    pub fn ensure(&self, key: &str, issuer: &str, discovery_url: &str) -> Arc<Provider> {
+    /// in the background) if new; a new one counts its own IdP calls under `rule`.
+    pub fn ensure(&self, key: &str, issuer: &str, discovery_url: &str, rule: &str) -> Arc<Provider> {
         if let Some(p) = self.get(key) {
             return p;
         }
-        let provider = Arc::new(Provider::new(issuer, discovery_url, self.http.clone()));
+        let provider = Arc::new(Provider::new(
+            issuer,
+            discovery_url,
+            self.http.clone(),
+            self.metrics.clone(),
+            rule,
+        ));
         let mut map = match self.map.write() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),

@@ -96,9 +96,16 @@ pub struct Rule {
     pub provider_key: String,
     /// The rule as written, for the API and `explain`.
     pub source: RuleConfig,
+    /// Its `oidc_authz_check_total` counters (`crate::metrics`).
+    pub(crate) counters: crate::metrics::RuleCounters,
 }
 
 impl Rule {
+    /// The rule as `crate::metrics` counts it: its name and its counters.
+    pub(crate) fn counted(&self) -> (&str, &crate::metrics::RuleCounters) {
+        (&self.name, &self.counters)
+    }
+
     /// Whether this rule governs `host` (already normalized).
     pub fn governs(&self, host: &str) -> bool {
         self.domains.is_empty() || self.domains.iter().any(|d| d.matches(host))
@@ -311,6 +318,7 @@ fn compile_rule(c: &RuleConfig) -> Result<Rule, Vec<RuleError>> {
         audiences: c.audiences.clone(),
         post_logout_redirect_url: urls.post_logout,
         source: c.clone(),
+        counters: Default::default(),
     })
 }
 

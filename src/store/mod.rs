@@ -207,6 +207,58 @@ impl Store {
     }
 }
 
+/// What to say when a store that already holds rules is opened with a config file whose own
+/// `rules:` differ from them: those rules are imported only into an empty store, so they do not
+/// run, and without this line a user editing them would see nothing happen. `None` when the
+/// config has no rules or they are exactly the stored ones (nothing is being ignored).
+/// `config` are the config's rules as the store would keep them (`client_secret_file` resolved).
+pub fn ignored_config_rules(store: &Store, stored: &[RuleConfig], config: &[RuleConfig]) -> Option<String> {
+    let redo = match store {
+        Store::File(f) => format!(
+            "to import them instead, stop oidc-authz, delete {} and start it again",
+            f.path().display()
+        ),
+        Store::Redis(_) => format!(
+            "to import them instead, stop every replica, delete the key {} (redis-cli DEL '{}') and start them again",
+            redis::KEY,
+            redis::KEY
+        ),
+        // The config's rules are the store: never ignored.
+        Store::Inline(_) => return None,
+    };
+    ignored_config_rules_message(&store.describe(), stored, config, &redo)
+}
+
+/// The message of `ignored_config_rules`, for a store described as `store`; `redo` says how to
+/// re-import the config's rules.
+fn ignored_config_rules_message(
+    store: &str,
+    stored: &[RuleConfig],
+    config: &[RuleConfig],
+    redo: &str,
+) -> Option<String> {
+    if config.is_empty() || stored == config {
+        return None;
+    }
+    let differing: Vec<&str> = config
+        .iter()
+        .filter(|c| !stored.contains(c))
+        .map(|c| c.name.as_str())
+        .collect();
+    let which = if differing.is_empty() {
+        String::new()
+    } else {
+        format!(" (not as stored: {})", differing.join(", "))
+    };
+    Some(format!(
+        "rules_store {store} already holds {} rule(s), which run: the config file's {} rule(s){which} were NOT imported \
+         (the config's `rules:` are imported only into an empty store). Change rules through the admin API or console; \
+         {redo}",
+        stored.len(),
+        config.len()
+    ))
+}
+
 /// Runs blocking file I/O (fsync) off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -217,4 +269,66 @@ async fn blocking<T: Send + 'static>(
             message: format!("the worker stopped: {e}"),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, secret: &str) -> RuleConfig {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "issuer": "https://idp.example.com",
+            "redirect_url": "https://a.example.com/oauth2/callback",
+            "client_id": "c", "client_secret": secret
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn config_rules_that_differ_from_a_filled_store_are_reported_as_ignored() {
+        let stored = vec![rule("corp", "s"), rule("extra", "s")];
+        let config = vec![rule("corp", "s"), rule("new", "s")];
+        let message =
+            ignored_config_rules_message("file:/x/rules.yaml", &stored, &config, "delete it").unwrap();
+        assert!(
+            message.contains("file:/x/rules.yaml already holds 2 rule(s)"),
+            "{message}"
+        );
+        assert!(
+            message.contains("config file's 2 rule(s) (not as stored: new) were NOT imported"),
+            "{message}"
+        );
+        assert!(message.contains("delete it"), "{message}");
+        // A changed secret counts as a difference (the new one does not run), but is never shown.
+        let changed = vec![rule("corp", "rotated-secret-value")];
+        let message = ignored_config_rules_message("s", &[rule("corp", "s")], &changed, "r").unwrap();
+        assert!(message.contains("not as stored: corp"), "{message}");
+        assert!(!message.contains("rotated-secret-value"), "{message}");
+    }
+
+    #[test]
+    fn nothing_is_reported_when_the_config_has_no_rules_or_the_same_ones() {
+        let stored = vec![rule("corp", "s")];
+        assert_eq!(ignored_config_rules_message("s", &stored, &[], "r"), None);
+        assert_eq!(
+            ignored_config_rules_message("s", &stored, &stored.clone(), "r"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_inline_store_never_ignores_the_config_rules() {
+        let store = Store::Inline(InlineStore::new(vec![rule("a", "s")]));
+        assert_eq!(
+            ignored_config_rules(&store, &[rule("a", "s")], &[rule("b", "s")]),
+            None
+        );
+    }
+
+    #[test]
+    fn the_file_store_says_which_file_to_delete() {
+        let store = Store::File(Arc::new(FileStore::new("/srv/oidc/rules.yaml".into())));
+        let message = ignored_config_rules(&store, &[rule("a", "s")], &[rule("b", "s")]).unwrap();
+        assert!(message.contains("delete /srv/oidc/rules.yaml"), "{message}");
+    }
 }

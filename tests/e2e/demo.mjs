@@ -1,6 +1,9 @@
 // `make demo` / scripts/demo.sh: the end-to-end stack, left running for a person with a browser.
 // Envoy, oidc-authz, the development IdP and the sample backend, on loopback, under
-// *.demo.localhost (browsers resolve every *.localhost name to 127.0.0.1 by themselves).
+// *.demo.localhost (browsers resolve every *.localhost name to 127.0.0.1 by themselves), with
+// the configuration files of docker-compose.yml (stack.mjs maps their names to loopback). The
+// rules live in a file store under target/demo/run/ (emptied at each start, then filled from
+// the configuration), so the admin console can edit, disable and delete them.
 // Ctrl-C (or SIGTERM) stops everything.
 //
 //   DEMO_PORT (default 8080, or a free port when 8080 is taken), DEMO_DOMAIN (default demo.localhost)
@@ -65,9 +68,16 @@ oidc-authz demo is running (Envoy 1.40 -> oidc-authz -> sample backend, with a d
             ${url(hosts.app1, '/oauth2/sign_out')}  sign out (at the IdP too)
             curl -i -H 'Host: ${hosts.api}' http://127.0.0.1:${stack.ports.envoy}/v1/items   an API client without a token: 401
 
+  Admin console      http://127.0.0.1:${stack.ports.admin}/
+  Admin token        ${stack.adminToken}
+                     (paste it into the console; or: curl -H 'authorization: Bearer <token>' http://127.0.0.1:${stack.ports.admin}/api/v1/rules)
+                     Rules are kept in target/demo/run/rules.yaml: edit, disable, enable and delete them.
+
   Identity provider  ${stack.issuer}   (client "gateway"; discovery at /.well-known/openid-configuration)
   oidc-authz         gRPC 127.0.0.1:${stack.ports.grpc}, HTTP http://127.0.0.1:${stack.ports.http} (/readyz, /metrics)
-  Config files       target/demo/run/oidc-authz.yaml, target/demo/run/envoy.yaml (envoy/envoy.yaml with these ports)
+  Config files       target/demo/run/oidc-authz.yaml, envoy.yaml and idp.json: deploy/compose/oidc-authz.yaml,
+                     envoy/envoy.yaml and deploy/compose/idp.json (as docker-compose.yml runs them) with
+                     loopback addresses and these ports
   Logs               target/demo/logs/
 
 Browsers resolve *.localhost to this machine. If yours does not, add to /etc/hosts:

@@ -2,7 +2,10 @@
 // `oidc-provider` package with its built-in (development) login and consent pages.
 //
 //   node tests/e2e/idp.mjs --port 3000 --client-secret S --app-origin http://app1.example.test:8080 \
-//        [--redirect-origin http://admin.example.test:8080 ...]
+//        [--app-origin http://admin.example.test:8080 ...]
+//   node tests/e2e/idp.mjs --settings deploy/compose/idp.json     (docker-compose.yml, and the suite
+//        with that file's names mapped to loopback; client secrets from DEMO_CLIENT_SECRET and
+//        DEMO_API_CLIENT_SECRET)
 //
 // prints one JSON line {"ready":true,"issuer":…,"kid":…} on stdout once it listens, and stops on
 // SIGTERM/SIGINT. A line `arm exit|freeze|dropreused` on stdin is a test hook (see startIdp).
@@ -12,7 +15,8 @@
 //
 // The app hosts (*.example.test) resolve to 127.0.0.1 for the browser only (Chromium's
 // --host-resolver-rules); the IdP's own outgoing requests (back-channel logout) to an app
-// origin's host are sent to 127.0.0.1 and that origin's port (Envoy) with the origin's Host.
+// origin's host are sent to 127.0.0.1 and that origin's port (Envoy) with the origin's Host, or
+// to the settings' `gateway` (host:port; `envoy:8080` in docker-compose.yml).
 // Every start generates a fresh RSA signing key with a fresh `kid`, so a restart is a key
 // rotation (the in-memory adapter also forgets sessions and grants, as a real restart
 // of a development IdP would).
@@ -63,7 +67,8 @@ export function freshSigningKey() {
  * Host, over plain node:http (the default fetch would resolve the name, and oidc-provider's
  * SSRF guard refuses loopback addresses). Anything else is refused: nothing leaves loopback.
  */
-export function loopbackFetch(appHosts) {
+export function loopbackFetch(appHosts, gateway) {
+  const [gatewayHost, gatewayPort] = gateway ? [gateway.slice(0, gateway.lastIndexOf(':')), Number(gateway.slice(gateway.lastIndexOf(':') + 1))] : [];
   const hosts = new Set(appHosts.map((h) => h.toLowerCase()));
   return (input, options = {}) => {
     const url = new URL(String(input));
@@ -77,8 +82,8 @@ export function loopbackFetch(appHosts) {
     return new Promise((resolve, reject) => {
       const req = http.request(
         {
-          host: '127.0.0.1',
-          port: Number(url.port || 80),
+          host: gatewayHost ?? '127.0.0.1',
+          port: gatewayPort ?? Number(url.port || 80),
           method: options.method ?? 'GET',
           path: `${url.pathname}${url.search}`,
           headers,
@@ -128,7 +133,7 @@ export function userClaims(login) {
  * Builds the provider. `appOrigins`: the origins (scheme://host:port) whose
  * /oauth2/callback is a registered redirect URI; the first is also the post-logout target.
  */
-export function createProvider({ issuer, clientSecret, appOrigins, apiClientSecret, key }) {
+export function createProvider({ issuer, clientSecret, appOrigins, apiClientSecret, key, gateway }) {
   const signingKey = key ?? freshSigningKey();
   const shortLived = (client) => client?.clientId === REFRESH_CLIENT_ID;
   const configuration = {
@@ -187,7 +192,7 @@ export function createProvider({ issuer, clientSecret, appOrigins, apiClientSecr
       const { RefreshToken: rt, Client: client } = ctx.oidc.entities;
       return shortLived(client) || rt.ttlPercentagePassed() >= 70;
     },
-    fetch: loopbackFetch(appOrigins.map((o) => new URL(o).hostname)),
+    fetch: loopbackFetch(appOrigins.map((o) => new URL(o).hostname), gateway),
     async findAccount(_ctx, sub) {
       return {
         accountId: sub,
@@ -248,9 +253,8 @@ export function createProvider({ issuer, clientSecret, appOrigins, apiClientSecr
  *     just as the request arrives (every HTTP server closes idle connections: Node.js after 5 s).
  *     On a new connection it is answered normally.
  */
-export async function startIdp({ host = '127.0.0.1', port, clientSecret, appOrigins, apiClientSecret }) {
-  const issuer = `http://${host}:${port}`;
-  const { provider, kid } = createProvider({ issuer, clientSecret, appOrigins, apiClientSecret });
+export async function startIdp({ host = '127.0.0.1', port, issuer = `http://${host}:${port}`, clientSecret, appOrigins, apiClientSecret, gateway }) {
+  const { provider, kid } = createProvider({ issuer, clientSecret, appOrigins, apiClientSecret, gateway });
   let armed = null;
   const served = new WeakMap(); // socket -> requests served on it (keep-alive reuse)
   // One line per refresh grant and per back-channel logout delivery, for the suite to count.
@@ -325,24 +329,31 @@ export async function startIdp({ host = '127.0.0.1', port, clientSecret, appOrig
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({
     options: {
-      host: { type: 'string', default: '127.0.0.1' },
+      settings: { type: 'string' },
+      host: { type: 'string' },
       port: { type: 'string' },
       'client-secret': { type: 'string' },
       'api-client-secret': { type: 'string' },
       'app-origin': { type: 'string', multiple: true },
     },
   });
-  if (!values.port || !values['client-secret'] || !values['app-origin']?.length) {
+  // A settings file (deploy/compose/idp.json); command-line options take precedence.
+  const settings = values.settings ? JSON.parse((await import('node:fs')).readFileSync(values.settings, 'utf8')) : {};
+  const opts = {
+    host: values.host ?? settings.listen?.host ?? '127.0.0.1',
+    port: Number(values.port ?? settings.listen?.port),
+    issuer: settings.issuer,
+    clientSecret: values['client-secret'] ?? process.env.DEMO_CLIENT_SECRET,
+    apiClientSecret: values['api-client-secret'] ?? process.env.DEMO_API_CLIENT_SECRET,
+    appOrigins: values['app-origin'] ?? settings.app_origins,
+    gateway: settings.gateway,
+  };
+  if (!opts.port || !opts.clientSecret || !opts.appOrigins?.length) {
     console.error('usage: idp.mjs --port N --client-secret S --app-origin http://app.example.test:8080 [--app-origin …]');
+    console.error('   or: idp.mjs --settings FILE   (client secret in DEMO_CLIENT_SECRET)');
     process.exit(2);
   }
-  const idp = await startIdp({
-    host: values.host,
-    port: Number(values.port),
-    clientSecret: values['client-secret'],
-    apiClientSecret: values['api-client-secret'],
-    appOrigins: values['app-origin'],
-  });
+  const idp = await startIdp(opts);
   console.log(JSON.stringify({ ready: true, issuer: idp.issuer, kid: idp.kid }));
   // Test hook (see startIdp): a line `arm exit`, `arm freeze` or `arm dropreused` on stdin.
   process.stdin.setEncoding('utf8');

@@ -1,5 +1,6 @@
 // Scale-out end to end (issue 10): THREE oidc-authz replicas (release binary) sharing one real
-// redis-server (session.store: redis, rules_store: redis://…), behind one real Envoy running the
+// redis-server (session.store: redis, rules_store: redis://…: docker-compose.yml's `ha`
+// configuration, deploy/compose/oidc-authz-ha.yaml, names mapped to loopback), behind one real Envoy running the
 // COMMITTED envoy/envoy-replicas.yaml (ports rewritten: round robin, health checks, outlier
 // detection, retries), the `oidc-provider` IdP (idp.mjs), the sample backend and headless
 // Chromium. Run by suite.mjs after its own scenarios; its scenarios count into the same
@@ -27,7 +28,7 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 
-import { HOSTS, OUT_DIR, REPO_ROOT, Stack, freePorts, oidcAuthzConfig, sleep, startProcess, stopProcess, waitFor } from './stack.mjs';
+import { HOSTS, OUT_DIR, REPO_ROOT, Stack, freePorts, renderOidcAuthzConfig, sleep, startProcess, stopProcess, waitFor } from './stack.mjs';
 
 /** The committed Envoy example this module runs. */
 export const REPLICAS_ENVOY_YAML = path.join(REPO_ROOT, 'envoy', 'envoy-replicas.yaml');
@@ -80,36 +81,26 @@ export function renderReplicasEnvoyConfig(source, ports) {
   return out.replace(listen, '$1 127.0.0.1');
 }
 
-/** Replaces `from` (which must occur exactly once) in `text`. */
-function replaceOnce(text, from, to) {
-  const n = text.split(from).length - 1;
-  if (n !== 1) throw new Error(`replica config: expected exactly one ${JSON.stringify(from)}, found ${n}`);
-  return text.replace(from, to);
-}
-
 /**
- * One replica's configuration: the suite's single-replica configuration (stack.mjs) with this
- * replica's listeners, sessions and rules in Redis, and one more rule, `toggle`, for the
- * console scenario.
+ * One replica's configuration: docker-compose.yml's `ha` configuration
+ * (deploy/compose/oidc-authz-ha.yaml: sessions and rules in Redis), mapped to this replica's
+ * listeners and the test's redis-server (stack.mjs), with one more rule, `toggle`, for the
+ * console scenario. Secrets are read from the environment (Stack.secretEnv()).
  */
-export function replicaConfig({ ports, replica, hosts, issuer, clientSecret, sessionSecret, adminToken, redisUrl }) {
-  let yaml = oidcAuthzConfig({
+export function replicaConfig({ ports, replica, hosts, issuer, redisUrl }) {
+  const yaml = renderOidcAuthzConfig('oidc-authz-ha.yaml', {
     ports: { envoy: ports.envoy, grpc: replica.grpc, http: replica.http, admin: replica.admin },
     hosts,
     issuer,
-    clientSecret,
-    sessionSecret,
-    adminToken,
+    redisUrl,
   });
-  yaml = replaceOnce(yaml, '\nsession:\n', `\nsession:\n  store: redis\n  redis_url: ${redisUrl}\n`);
-  yaml = replaceOnce(yaml, '\nrules_store: inline\n', `\nrules_store: ${redisUrl}\n`);
   const origin = `http://${TOGGLE_HOST}:${ports.envoy}`;
   return `${yaml}  # ${TOGGLE_HOST}: needs a login until the console disables this rule (default_action: allow).
   - name: ${TOGGLE_RULE}
     redirect_url: ${origin}/oauth2/callback
     issuer: ${issuer}
     client_id: gateway
-    client_secret: ${clientSecret}
+    client_secret: \${DEMO_CLIENT_SECRET}
     insecure_allow_http: true
     domains: [${TOGGLE_HOST}]
     authorization:
@@ -233,15 +224,12 @@ export class ReplicaStack extends Stack {
         replica,
         hosts: this.hosts,
         issuer: this.issuer,
-        clientSecret: this.clientSecret,
-        sessionSecret: this.sessionSecret,
-        adminToken: this.adminToken,
         redisUrl: this.redisUrl,
       }),
     );
     const proc = this.track(
       startProcess(this.logDir, `oidc-authz-${i + 1}`, this.oidcAuthzBin, ['serve', '--config', configFile], {
-        env: { OIDC_AUTHZ_LOG: this.logLevel, RUST_BACKTRACE: '1' },
+        env: { ...this.secretEnv(), OIDC_AUTHZ_LOG: this.logLevel, RUST_BACKTRACE: '1' },
       }),
     );
     this.replicas[i] = { n: i + 1, ports: replica, proc, configFile };

@@ -1,6 +1,8 @@
 // End-to-end suite of oidc-authz: real Envoy (the committed envoy/envoy.yaml), the certified
 // `oidc-provider` as the IdP, the release binary of oidc-authz, a sample backend and headless
 // Chromium driven by playwright-core. Run it with tests/e2e/run.sh (which installs what it needs).
+// Envoy, oidc-authz and the IdP run the files docker-compose.yml mounts (envoy/envoy.yaml,
+// deploy/compose/), with the compose service names mapped to loopback (stack.mjs).
 //
 // Each scenario asserts what a user (or an API client) would see: page text, URL, status,
 // headers that reached the backend. A screenshot of each browser step goes to target/e2e/.
@@ -1511,7 +1513,7 @@ async function run(browser) {
     await erin.close();
   });
 
-  await scenario('demo: make demo brings up the stack, prints the URL and the user, and Ctrl-C stops it', async () => {
+  await scenario('demo: make demo brings up the stack, prints the URL, the user and the console with its token (rules writable), and Ctrl-C stops it', async () => {
     const port = await freePort();
     const demo = spawn(process.execPath, [path.join(E2E_DIR, 'demo.mjs')], {
       env: { ...process.env, DEMO_PORT: String(port), ENVOY_BIN: stack.envoyBin, OIDC_AUTHZ_BIN: stack.oidcAuthzBin },
@@ -1529,6 +1531,21 @@ async function run(browser) {
       assert.ok(creds, 'the demo prints the test user and password');
       const issuer = /^\s*Identity provider\s+(\S+)/m.exec(out)?.[1];
       assert.ok(issuer?.startsWith('http://127.0.0.1:'), 'the demo prints its IdP');
+      // The admin console: its URL and token are printed, and its rules are writable (a file
+      // store): disabling and enabling a rule answers 200, not 409 (read-only).
+      const consoleUrl = /^\s*Admin console\s+(\S+)/m.exec(out)?.[1];
+      const adminToken = /^\s*Admin token\s+(\S+)/m.exec(out)?.[1];
+      assert.ok(consoleUrl?.startsWith('http://127.0.0.1:') && adminToken, `the demo prints the console's URL and token:\n${out}`);
+      const consolePage = await fetch(consoleUrl, { signal: AbortSignal.timeout(5000) });
+      assert.equal(consolePage.status, 200, 'the console page is served');
+      for (const action of ['disable', 'enable']) {
+        const r = await fetch(new URL(`/api/v1/rules/admin/${action}`, consoleUrl), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${adminToken}` },
+          signal: AbortSignal.timeout(5000),
+        });
+        assert.equal(r.status, 200, `${action} the rule admin in the demo's store: ${r.status} ${await r.text()}`);
+      }
       // A person's browser: *.localhost resolves to this machine by itself (no resolver rules).
       const context = await newContext(browser);
       await context.unrouteAll();

@@ -132,7 +132,7 @@ async fn hosts_that_are_not_host_names_are_answered_400_never_allowed() {
         .await
         .expect("metrics body");
     assert!(
-        metrics.contains("oidc_authz_check_total{outcome=\"bad_request\"} 8"),
+        metrics.contains("oidc_authz_check_total{rule=\"\",outcome=\"bad_request\"} 8"),
         "{metrics}"
     );
     stack.stop().await;

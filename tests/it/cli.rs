@@ -291,3 +291,100 @@ rules:
     assert_eq!(code, 0, "{out}{err}");
     assert!(!err.contains("warning:"), "{err}");
 }
+
+/// Runs `serve` on `config` until its log holds `needle` (or 20 s pass), then stops it with
+/// SIGTERM; answers everything it wrote on stdout and stderr (kept in a file next to the config:
+/// the log line is found wherever the log goes).
+pub(crate) fn serve_until_log_line(config: &std::path::Path, needle: &str) -> String {
+    let log_path = config.with_extension("stderr.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("OIDC_AUTHZ_LOG", "info")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !read().contains(needle) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = read();
+    let _ = std::fs::remove_file(&log_path);
+    log
+}
+
+/// After the first start, a file store holds the rules and the config's `rules:` are no longer
+/// imported: a config edited since then must not be ignored silently.
+#[test]
+fn serve_warns_when_a_file_store_that_holds_rules_ignores_the_config_rules() {
+    let (grpc, http, idp) = (free_port(), free_port(), free_port());
+    let rule = |name: &str| {
+        format!(
+            r#"
+  - name: {name}
+    issuer: http://127.0.0.1:{idp}
+    redirect_url: http://127.0.0.1:{http}/oauth2/callback
+    client_id: c
+    client_secret: the-client-secret-value"#
+        )
+    };
+    let path = temp_config(
+        "ignored-rules",
+        &format!(
+            "server:\n  grpc_listen: 127.0.0.1:{grpc}\n  http_listen: 127.0.0.1:{http}\n\
+             session:\n  secrets: [\"0123456789abcdef0123456789abcdef\"]\n\
+             rules_store: file:rules.yaml\nrules:{}{}\n",
+            rule("corp"),
+            rule("added-later")
+        ),
+    );
+    let store = path.parent().unwrap().join("rules.yaml");
+    std::fs::write(&store, format!("rules:{}\n", rule("corp"))).unwrap();
+
+    let log = serve_until_log_line(&path, "were NOT imported");
+    let line = log
+        .lines()
+        .find(|l| l.contains("were NOT imported"))
+        .unwrap_or_else(|| panic!("no warning that the config's rules were ignored:\n{log}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "rules_store file:{} already holds 1 rule(s)",
+            store.display()
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("config file's 2 rule(s) (not as stored: added-later)"),
+        "{line}"
+    );
+    assert!(line.contains(&format!("delete {}", store.display())), "{line}");
+    assert!(
+        !log.contains("the-client-secret-value"),
+        "no secret in logs:\n{log}"
+    );
+    // The store was left as it was: the config's rules were not written into it.
+    assert!(!std::fs::read_to_string(&store).unwrap().contains("added-later"));
+
+    // The same rules as the store's: nothing is ignored, nothing is said.
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(&rule("added-later"), ""),
+    )
+    .unwrap();
+    let log = serve_until_log_line(&path, "listening");
+    assert!(log.contains("listening"), "{log}");
+    assert!(!log.contains("NOT imported"), "{log}");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

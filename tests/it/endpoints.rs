@@ -323,7 +323,7 @@ async fn metrics_count_decisions() {
     s.check(Req::browser("https://app1.example.test/public/a")).await;
     let body = get(&s, "/metrics", "x", None).await.text().await.unwrap();
     assert!(
-        body.contains("oidc_authz_check_total{outcome=\"allow_public\"} 1"),
+        body.contains("oidc_authz_check_total{rule=\"corp\",outcome=\"allow_public\"} 1"),
         "{body}"
     );
     s.stop().await;

@@ -14,6 +14,7 @@ mod endpoints;
 mod hostile_http;
 mod idp_selftest;
 mod login_flow;
+mod metrics;
 mod redis_rules;
 mod redis_sessions;
 mod refresh;

@@ -592,3 +592,69 @@ rules:
     assert_eq!(code, Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Redis store that already holds rules: the config's differing `rules:` are not imported,
+/// and `serve` says so once it has read the store, with how to import them instead.
+#[test]
+fn the_binary_warns_when_a_filled_redis_store_ignores_the_config_rules() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    };
+    let (grpc, http, idp) = (free(), free(), free());
+    let redis = RedisServer::start();
+    let stored = json!({"rules": [{
+        "name": "corp", "issuer": format!("http://127.0.0.1:{idp}"),
+        "redirect_url": format!("http://127.0.0.1:{http}/oauth2/callback"),
+        "client_id": "c", "client_secret": "s"
+    }]});
+    redis.cli(&[
+        "HSET",
+        KEY,
+        "version",
+        "3",
+        "epoch",
+        "e",
+        "rules",
+        &stored.to_string(),
+    ]);
+    let dir = std::env::temp_dir().join(format!("oidc-authz-redis-ignored-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+server:
+  grpc_listen: 127.0.0.1:{grpc}
+  http_listen: 127.0.0.1:{http}
+session:
+  secrets: ["0123456789abcdef0123456789abcdef"]
+rules_store: {url}
+rules:
+  - name: other
+    issuer: http://127.0.0.1:{idp}
+    redirect_url: http://127.0.0.1:{http}/oauth2/callback
+    client_id: c
+    client_secret: s
+"#,
+            url = redis.url()
+        ),
+    )
+    .unwrap();
+    let log = crate::cli::serve_until_log_line(&path, "were NOT imported");
+    let line = log
+        .lines()
+        .find(|l| l.contains("were NOT imported"))
+        .unwrap_or_else(|| panic!("no warning that the config's rules were ignored:\n{log}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("already holds 1 rule(s)"), "{line}");
+    assert!(line.contains("(not as stored: other)"), "{line}");
+    assert!(line.contains("DEL 'oidc-authz:{rules}'"), "{line}");
+    assert_eq!(log.matches("were NOT imported").count(), 1, "once:\n{log}");
+    // The stored rules were kept.
+    assert_eq!(redis.cli(&["HGET", KEY, "version"]).trim(), "3");
+    let _ = std::fs::remove_dir_all(&dir);
+}

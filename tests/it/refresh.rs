@@ -142,7 +142,10 @@ async fn an_expired_id_token_is_refreshed_and_the_allow_carries_the_new_cookie()
         1
     );
     assert_eq!(
-        counter(&m, "oidc_authz_check_total{outcome=\"allow_session\"}"),
+        counter(
+            &m,
+            "oidc_authz_check_total{rule=\"corp\",outcome=\"allow_session\"}"
+        ),
         2
     );
 }
