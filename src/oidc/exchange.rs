@@ -105,7 +105,11 @@ pub async fn refresh(
 ) -> Result<Tokens, RefreshError> {
     let form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
     token_request(http, meta, form, client, Some(REFRESH_TIMEOUT), call)
-        .instrument(crate::telemetry::idp_span("refresh", "POST", &meta.token_endpoint))
+        .instrument(crate::telemetry::idp_span(
+            "refresh",
+            "POST",
+            &meta.token_endpoint,
+        ))
         .await
         .map_err(|e| match e {
             FetchError::Status { status, body, url } => {

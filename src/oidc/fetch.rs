@@ -134,6 +134,8 @@ fn idp_result(e: &FetchError) -> IdpResult {
         FetchError::Status { status, .. } if (400..500).contains(status) => IdpResult::Http4xx,
         FetchError::Status { .. } => IdpResult::Http5xx,
         FetchError::TooLarge { .. } | FetchError::BadJson { .. } => IdpResult::Invalid,
+    }
+}
 
 /// Why a request got no answer, in words: "connection refused by 127.0.0.1:1", "DNS lookup of
 /// idp.example failed: …", "TLS handshake with idp.example:443 failed: …", "connection to … timed
