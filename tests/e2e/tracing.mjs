@@ -81,28 +81,15 @@ class TracingStack extends Stack {
     this.otlpEndpoint = endpoint;
   }
 
-  async startOidcAuthz() {
-    this.oidcAuthz = this.track(
-      startProcess(this.logDir, 'oidc-authz', this.oidcAuthzBin, ['serve', '--config', this.configFile], {
-        env: {
-          OIDC_AUTHZ_LOG: this.logLevel,
-          OIDC_AUTHZ_LOG_FORMAT: 'json',
-          OTEL_EXPORTER_OTLP_ENDPOINT: this.otlpEndpoint,
-          OTEL_SERVICE_NAME: 'oidc-authz',
-          OTEL_BSP_SCHEDULE_DELAY: '200',
-          RUST_BACKTRACE: '1',
-        },
-      }),
-    );
-    await waitFor(
-      'oidc-authz /readyz',
-      async () => {
-        const r = await fetch(`http://127.0.0.1:${this.ports.http}/readyz`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
-        return r?.status === 200;
-      },
-      20000,
-      this.oidcAuthz,
-    );
+  /** The variables oidc-authz starts with (stack.mjs's `startOidcAuthz`), plus tracing's. */
+  secretEnv() {
+    return {
+      ...super.secretEnv(),
+      OIDC_AUTHZ_LOG_FORMAT: 'json',
+      OTEL_EXPORTER_OTLP_ENDPOINT: this.otlpEndpoint,
+      OTEL_SERVICE_NAME: 'oidc-authz',
+      OTEL_BSP_SCHEDULE_DELAY: '200',
+    };
   }
 
   /** Replaces the suite's Envoy with one whose tracer sends to `collectorPort`. */
