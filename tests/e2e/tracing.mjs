@@ -7,7 +7,9 @@
 //   - one request through Envoy: one trace id holds Envoy's spans and oidc-authz's
 //     `ext_authz.Check`, whose parent is the span Envoy names in the Check's gRPC metadata;
 //   - a login through Envoy: the callback (Envoy → oidc-authz's HTTP listener) and its
-//     `idp.token` child span are in Envoy's trace, and the IdP call carries that trace.
+//     `idp.token` child span are in Envoy's trace, and the IdP call carries that trace;
+//   - a request through Envoy whose session's ID token has expired: Envoy's span, our
+//     `ext_authz.Check` and its `idp.refresh` child, in one trace.
 //
 // The stack is the suite's (stack.mjs), with oidc-authz started with the OTEL variables and
 // Envoy restarted on the committed envoy/envoy.yaml plus a test-only `tracing:` block and a
@@ -158,6 +160,7 @@ export async function runTracingScenarios({ browser, scenario, only, newContext,
   const names = {
     check: 'tracing: a request through Envoy (OpenTelemetry tracer): Envoy\'s spans and ext_authz.Check share one trace',
     login: 'tracing: a login through Envoy: the callback and its idp.token child span are in Envoy\'s trace',
+    refresh: 'tracing: a refresh inside Check: Envoy\'s span, ext_authz.Check and its idp.refresh child share one trace',
   };
   if (only && !Object.values(names).some((n) => n.toLowerCase().includes(only.toLowerCase()))) return;
 
@@ -246,6 +249,44 @@ export async function runTracingScenarios({ browser, scenario, only, newContext,
       assert.ok(done.x_request_id, `the line carries the callback's x-request-id (Envoy's): ${JSON.stringify(done)}`);
       assert.match(String(done.sub), /alice/);
       assert.ok(!fs.readFileSync(ts.oidcAuthz.logFile, 'utf8').includes('eyJ'), 'no token in the logs');
+    });
+
+    await scenario(names.refresh, async () => {
+      if (!up) await setUp();
+      // The rule `refresh` uses the IdP client whose ID tokens live 10 s.
+      const context = await newContext(browser);
+      try {
+        const page = await context.newPage();
+        const start = `http://${HOSTS.refresh}:${ts.ports.envoy}/traced-refresh`;
+        await page.goto(start, { waitUntil: 'domcontentloaded' });
+        await signInAtIdp(page, 'alice', { screenshots: false, issuer: ts.issuer });
+        await page.waitForURL(start, { waitUntil: 'domcontentloaded' });
+        await sleep(11_500);
+        const after = `http://${HOSTS.refresh}:${ts.ports.envoy}/traced-refresh-after`;
+        const response = await page.goto(after, { waitUntil: 'domcontentloaded' });
+        assert.equal(response.status(), 200, 'served after the refresh, with no login');
+        assert.equal(page.url(), after, 'no trip to the IdP');
+      } finally {
+        await context.close();
+      }
+      const isRefresh = (s) => s.service === 'oidc-authz' && s.name === 'idp.refresh';
+      const spans = await spansUntil(spansFile, 'Envoy\'s span, ext_authz.Check and idp.refresh in one trace', (all) => {
+        const refresh = all.find(isRefresh);
+        if (!refresh) return false;
+        const check = all.find((s) => s.span_id === refresh.parent_span_id);
+        return check && all.some((s) => s.service === 'envoy' && s.span_id === check.parent_span_id && s.trace_id === refresh.trace_id);
+      });
+      const refresh = spans.find(isRefresh);
+      const check = spans.find((s) => s.span_id === refresh.parent_span_id);
+      assert.equal(check.name, 'ext_authz.Check', 'the refresh is a child of the Check span');
+      assert.equal(check.attributes.rule, 'refresh');
+      assert.equal(check.attributes.outcome, 'allow_session');
+      assert.equal(refresh.kind, 3, 'idp.refresh is a CLIENT span');
+      assert.equal(refresh.trace_id, check.trace_id);
+      const trace = spans.filter((s) => s.trace_id === refresh.trace_id);
+      console.log(
+        `      trace ${refresh.trace_id}: ${trace.map((s) => `${s.service}:${s.name}(${s.span_id}<-${s.parent_span_id || 'root'})`).join(', ')}`,
+      );
     });
   } finally {
     await ts?.stop().catch(() => {});
