@@ -22,13 +22,13 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 
-import { HOSTS, OUT_DIR, REPO_ROOT, Stack, freePorts, renderOidcAuthzConfig, sleep, startProcess, stopProcess, waitFor } from './stack.mjs';
+import { HOSTS, OUT_DIR, REPO_ROOT, Stack, freePorts, renderOidcAuthzConfig, sleep, startEnvoy, startProcess, stopProcess, waitFor } from './stack.mjs';
 
 /** The committed Envoy example this module runs. */
 export const REPLICAS_ENVOY_YAML = path.join(REPO_ROOT, 'envoy', 'envoy-replicas.yaml');
@@ -155,24 +155,13 @@ export class ReplicaStack extends Stack {
     const source = fs.readFileSync(REPLICAS_ENVOY_YAML, 'utf8');
     this.envoyConfigFile = path.join(this.runDir, 'envoy-replicas.yaml');
     fs.writeFileSync(this.envoyConfigFile, renderReplicasEnvoyConfig(source, this.ports));
-    this.envoy = this.track(
-      startProcess(this.logDir, 'envoy', this.envoyBin, [
-        '-c', this.envoyConfigFile,
-        '--base-id', String(randomInt(1000, 2 ** 30)),
-        '--disable-hot-restart',
-        '--log-level', 'warn',
-        '--concurrency', '2',
-      ]),
-    );
-    await waitFor(
-      'envoy /ready',
-      async () => {
-        const r = await get(`http://127.0.0.1:${this.ports.envoyAdmin}/ready`);
-        return r.status === 200 && r.text.trim() === 'LIVE';
-      },
-      30000,
-      this.envoy,
-    );
+    this.envoy = await startEnvoy({
+      logDir: this.logDir,
+      bin: this.envoyBin,
+      configFile: this.envoyConfigFile,
+      adminPort: this.ports.envoyAdmin,
+      track: (p) => this.track(p),
+    });
     return this;
   }
 

@@ -86,6 +86,33 @@ async function get(url, ms = 2000) {
 }
 
 /**
+ * Starts Envoy on `configFile` (a fresh base id, no hot restart, so several may run at once) and
+ * waits (bounded) until its admin on `adminPort` says LIVE. `track` receives the process before
+ * the wait, so that it is stopped with the rest even when Envoy never gets ready.
+ */
+export async function startEnvoy({ logDir, bin, configFile, adminPort, name = 'envoy', concurrency = 2, track = (p) => p }) {
+  const proc = track(
+    startProcess(logDir, name, bin, [
+      '-c', configFile,
+      '--base-id', String(randomInt(1000, 2 ** 30)),
+      '--disable-hot-restart',
+      '--log-level', 'warn',
+      '--concurrency', String(concurrency),
+    ]),
+  );
+  await waitFor(
+    `${name} /ready`,
+    async () => {
+      const r = await get(`http://127.0.0.1:${adminPort}/ready`);
+      return r.status === 200 && r.text.trim() === 'LIVE';
+    },
+    30000,
+    proc,
+  );
+  return proc;
+}
+
+/**
  * Applies `subs` ([regexp, replacement, what, expected count]) to `source`. Each pattern must
  * occur exactly as often as expected, so a change to a committed file that the suite does not
  * understand fails loudly instead of testing something else.
@@ -278,24 +305,13 @@ export class Stack {
     const envoySource = fs.readFileSync(ENVOY_YAML, 'utf8');
     this.envoyConfigFile = path.join(runDir, 'envoy.yaml');
     fs.writeFileSync(this.envoyConfigFile, renderEnvoyConfig(envoySource, this.ports));
-    this.envoy = this.track(
-      startProcess(this.logDir, 'envoy', this.envoyBin, [
-        '-c', this.envoyConfigFile,
-        '--base-id', String(randomInt(1000, 2 ** 30)),
-        '--disable-hot-restart',
-        '--log-level', 'warn',
-        '--concurrency', '2',
-      ]),
-    );
-    await waitFor(
-      'envoy /ready',
-      async () => {
-        const r = await get(`http://127.0.0.1:${this.ports.envoyAdmin}/ready`);
-        return r.status === 200 && r.text.trim() === 'LIVE';
-      },
-      30000,
-      this.envoy,
-    );
+    this.envoy = await startEnvoy({
+      logDir: this.logDir,
+      bin: this.envoyBin,
+      configFile: this.envoyConfigFile,
+      adminPort: this.ports.envoyAdmin,
+      track: (p) => this.track(p),
+    });
     return this;
   }
 

@@ -18,12 +18,11 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 
-import { HOSTS, OUT_DIR, REPO_ROOT, Stack, freePort, sleep, startProcess, stopProcess, waitFor } from './stack.mjs';
+import { HOSTS, OUT_DIR, REPO_ROOT, Stack, freePort, sleep, startEnvoy, startProcess, stopProcess, waitFor } from './stack.mjs';
 
 const TRACING_DIR = path.join(OUT_DIR, 'tracing');
 const RECEIVER_BIN = path.join(REPO_ROOT, 'target', 'release', 'examples', 'otlp_receiver');
@@ -99,24 +98,15 @@ class TracingStack extends Stack {
     await stopProcess(this.envoy);
     const traced = path.join(path.dirname(this.envoyConfigFile), 'envoy-traced.yaml');
     fs.writeFileSync(traced, withEnvoyTracing(fs.readFileSync(this.envoyConfigFile, 'utf8'), collectorPort));
-    this.envoy = this.track(
-      startProcess(this.logDir, 'envoy-traced', this.envoyBin, [
-        '-c', traced,
-        '--base-id', String(randomInt(1000, 2 ** 30)),
-        '--disable-hot-restart',
-        '--log-level', 'warn',
-        '--concurrency', '1',
-      ]),
-    );
-    await waitFor(
-      'traced envoy /ready',
-      async () => {
-        const r = await fetch(`http://127.0.0.1:${this.ports.envoyAdmin}/ready`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
-        return r?.status === 200 && (await r.text()).trim() === 'LIVE';
-      },
-      30000,
-      this.envoy,
-    );
+    this.envoy = await startEnvoy({
+      logDir: this.logDir,
+      bin: this.envoyBin,
+      configFile: traced,
+      adminPort: this.ports.envoyAdmin,
+      name: 'envoy-traced',
+      concurrency: 1,
+      track: (p) => this.track(p),
+    });
   }
 }
 
