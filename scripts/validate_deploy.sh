@@ -96,6 +96,10 @@ step "2. Dockerfile, deploy/compose/node.Dockerfile, .dockerignore"
 
 # ---------------------------------------------------------------------------------------------
 step "3. oidc-authz validate on the mounted configurations"
+if [[ ! -x $BIN ]]; then
+    echo "      $BIN is not built yet: cargo build --release"
+    (cd "$ROOT" && timeout 30m cargo build --release) || flunk "cargo build --release"
+fi
 if [[ -x $BIN ]]; then
     for f in deploy/compose/oidc-authz.yaml deploy/compose/oidc-authz-ha.yaml deploy/kubernetes/oidc-authz.yaml; do
         run "oidc-authz validate --config $f" env \
@@ -105,7 +109,7 @@ if [[ -x $BIN ]]; then
             "$BIN" validate --config "$f"
     done
 else
-    echo "skipped: $BIN not built (cargo build --release)"
+    flunk "$BIN missing after cargo build --release"
 fi
 
 # ---------------------------------------------------------------------------------------------
