@@ -24,11 +24,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 
-import { HOSTS, OUT_DIR, REPO_ROOT, Stack, freePorts, renderOidcAuthzConfig, sleep, startEnvoy, startProcess, stopProcess, waitFor } from './stack.mjs';
+import { HOSTS, OUT_DIR, REPO_ROOT, Stack, freePorts, renderOidcAuthzConfig, envoyRequest, sleep, startEnvoy, startProcess, stopProcess, waitFor } from './stack.mjs';
 
 /** The committed Envoy example this module runs. */
 export const REPLICAS_ENVOY_YAML = path.join(REPO_ROOT, 'envoy', 'envoy-replicas.yaml');
@@ -324,29 +323,7 @@ export async function runReplicaScenarios({ browser, scenario, only, newContext,
   };
 
   /** One raw HTTP/1.1 request to Envoy (no redirects followed). */
-  const request = ({ host, path: p = '/', headers = {}, method = 'GET', timeoutMs = 10_000 }) =>
-    new Promise((resolve, reject) => {
-      const req = http.request(
-        { host: '127.0.0.1', port: rs.ports.envoy, method, path: p, headers: { host: `${host}:${rs.ports.envoy}`, ...headers }, timeout: timeoutMs, agent: false },
-        (res) => {
-          let data = '';
-          res.setEncoding('utf8');
-          res.on('data', (c) => (data += c));
-          res.on('end', () => {
-            let json;
-            try {
-              json = JSON.parse(data);
-            } catch {
-              json = undefined;
-            }
-            resolve({ status: res.statusCode, headers: res.headers, body: data, json });
-          });
-        },
-      );
-      req.on('timeout', () => req.destroy(new Error(`${method} ${host}${p}: no answer within ${timeoutMs} ms`)));
-      req.on('error', reject);
-      req.end();
-    });
+  const request = (options) => envoyRequest(rs.ports.envoy, options);
 
   /** `userinfo` straight from replica `i`'s HTTP listener (not through Envoy), with `cookie`. */
   const userinfoAt = (i, cookie) => get(`${replicaHttp(i)}/oauth2/userinfo`, { headers: { cookie, host: `${HOSTS.app1}:${rs.ports.envoy}`, accept: 'application/json' } });

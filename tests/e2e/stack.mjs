@@ -10,6 +10,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,6 +84,45 @@ export async function waitFor(what, probe, ms, proc) {
 async function get(url, ms = 2000) {
   const r = await fetch(url, { signal: AbortSignal.timeout(ms) });
   return { status: r.status, text: await r.text() };
+}
+
+/**
+ * One raw HTTP/1.1 request to the Envoy on `port`, as a non-browser client would send it
+ * (node:http lets us set any Host and header, and does not follow redirects). Resolves to
+ * { status, headers, body, json }.
+ */
+export function envoyRequest(port, { host, path: p = '/', method = 'GET', headers = {}, body, timeoutMs = 10_000 }) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path: p,
+        headers: { host: `${host}:${port}`, ...headers },
+        timeout: timeoutMs,
+        agent: false,
+      },
+      (res) => {
+        let data = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (data += c));
+        res.on('end', () => {
+          let json;
+          try {
+            json = JSON.parse(data);
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode, headers: res.headers, body: data, json });
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`${method} ${host}${p}: no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    if (body) req.write(body);
+    req.end();
+  });
 }
 
 /**

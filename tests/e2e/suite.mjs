@@ -15,13 +15,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import http2 from 'node:http2';
 import path from 'node:path';
 
 import { chromium } from 'playwright-core';
 
-import { E2E_DIR, HOSTS, OUT_DIR, Stack, freePort, waitFor } from './stack.mjs';
+import { E2E_DIR, HOSTS, OUT_DIR, Stack, envoyRequest, freePort, waitFor } from './stack.mjs';
 import { runReplicaScenarios } from './replicas.mjs';
 import { runTracingScenarios } from './tracing.mjs';
 
@@ -56,42 +55,9 @@ async function shot(page, label) {
   return file;
 }
 
-/**
- * One raw HTTP/1.1 request to Envoy, as a non-browser client would send it (node:http lets us
- * set any Host and header, and does not follow redirects). Resolves to
- * { status, headers, body, json }.
- */
-function request({ host, path: p = '/', method = 'GET', headers = {}, body, timeoutMs = 10_000 }) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port: stack.ports.envoy,
-        method,
-        path: p,
-        headers: { host: `${host}:${stack.ports.envoy}`, ...headers },
-        timeout: timeoutMs,
-      },
-      (res) => {
-        let data = '';
-        res.setEncoding('utf8');
-        res.on('data', (c) => (data += c));
-        res.on('end', () => {
-          let json;
-          try {
-            json = JSON.parse(data);
-          } catch {
-            json = undefined;
-          }
-          resolve({ status: res.statusCode, headers: res.headers, body: data, json });
-        });
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`${method} ${host}${p}: no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
-    if (body) req.write(body);
-    req.end();
-  });
+/** One raw HTTP/1.1 request to the suite's Envoy (see `envoyRequest` in stack.mjs). */
+function request(options) {
+  return envoyRequest(stack.ports.envoy, options);
 }
 
 /** One HTTP/2 (h2c, prior knowledge) request to Envoy. `headers` values may be arrays: each
