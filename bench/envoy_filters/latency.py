@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """p50/p99 of one h2load --log-file (tab-separated: start µs, HTTP status, µs to end of response).
 
-    latency.py LOG_FILE EXPECTED_N  ->  "p50_ms p99_ms n non200"
+    latency.py EXPECTED_N LOG_FILE...  ->  "p50_ms p99_ms n non200"
 
-Nearest-rank percentiles over every logged request. Exits 1 when the file holds fewer than
-EXPECTED_N rows.
+Nearest-rank percentiles over every request logged in the files together. Exits 1 when they
+hold fewer than EXPECTED_N rows.
 """
 import math
 import sys
 
 durations, non200 = [], 0
-with open(sys.argv[1]) as f:
+for path in sys.argv[2:]:
+  with open(path) as f:
     for line in f:
         parts = line.split("\t")
         if len(parts) < 3:
@@ -30,4 +31,4 @@ if n == 0:
     print("nan nan 0 0")
     sys.exit(1)
 print(f"{pct(50):.3f} {pct(99):.3f} {n} {non200}")
-sys.exit(0 if n >= int(sys.argv[2]) else 1)
+sys.exit(0 if n >= int(sys.argv[1]) else 1)

@@ -33,6 +33,7 @@ for r in tput:
     runs.setdefault(l, {})[r["round"]] = (e, a, e + (a or 0.0), float(r["req_per_s"]))
 
 latency = {r["listener"]: (float(r["p50_ms"]), float(r["p99_ms"])) for r in lat}
+lat_rounds = {r["listener"]: r["p99_per_round"] for r in lat}
 verified = {r["listener"]: r["verdict"] for r in ver}
 
 
@@ -82,4 +83,7 @@ print("\nper round (Envoy + authz µs/req):")
 for l in order:
     print(f"  {l:18s} " + "  ".join(
         f"r{k}: {v[0]:.1f}+{'-' if v[1] is None else f'{v[1]:.1f}'}" for k, v in sorted(runs[l].items())))
+print("\np99 per latency round (ms):")
+for l in order:
+    print(f"  {l:18s} {lat_rounds.get(l, '?')}")
 print(f"{'nan' if p2 is None else f'{p2:.2f}'} {'nan' if p3 is None else f'{p3:.3f}'}", file=sys.stderr)
