@@ -27,43 +27,95 @@ pub enum Route<'a> {
 }
 
 /// Decides which rule governs a request. `host` is normalized (lowercase, no port).
+///
+/// The first enabled rule governing the host decides, in order: a whitelist rule always, a
+/// blacklist rule when one of its conditions matches. The rule set's cross-rule index
+/// (`rules::route_index`) finds that rule without walking the rules; a set without one (its
+/// conditions did not compile together) is walked, as `route_linear` does.
 pub fn route<'a>(rules: &'a RuleSet, host: &str, path: &RequestPath) -> Route<'a> {
-    if path.canonical() == CALLBACK_PATH {
-        if let Some(rule) = rules.callback_rule(host) {
-            return Route::Callback(rule);
+    if let Some(callback) = callback(rules, host, path) {
+        return callback;
+    }
+    let Some(index) = rules.route_index() else {
+        return walk(rules, host, path);
+    };
+    let whitelist = index.first_whitelist(host);
+    if let Some((position, condition)) = index.first_blacklist(host, path.readings()) {
+        if whitelist.is_none_or(|first| position < first) {
+            return match rules.all().get(position) {
+                Some(rule) => Route::Login {
+                    rule,
+                    condition: Some(condition),
+                },
+                // An index that names no rule is broken: decide as the walk does.
+                None => walk(rules, host, path),
+            };
         }
     }
+    match whitelist {
+        None => Route::Default(rules.default_action),
+        Some(position) => match rules.all().get(position) {
+            Some(rule) => whitelist_route(rule, host, path),
+            None => walk(rules, host, path),
+        },
+    }
+}
+
+/// `route` by walking every enabled rule in order: the reference the index must agree with
+/// (property tests, the `rules_scale` benchmark), and the fallback when a set has no index.
+#[doc(hidden)]
+pub fn route_linear<'a>(rules: &'a RuleSet, host: &str, path: &RequestPath) -> Route<'a> {
+    match callback(rules, host, path) {
+        Some(callback) => callback,
+        None => walk(rules, host, path),
+    }
+}
+
+/// Step 1: the request is an enabled rule's redirect URL.
+fn callback<'a>(rules: &'a RuleSet, host: &str, path: &RequestPath) -> Option<Route<'a>> {
+    if path.canonical() == CALLBACK_PATH {
+        return rules.callback_rule(host).map(|rule| Route::Callback(rule));
+    }
+    None
+}
+
+/// A whitelist rule governing the host decides: public when a condition matches, else login.
+fn whitelist_route<'a>(rule: &'a Rule, host: &str, path: &RequestPath) -> Route<'a> {
+    // A path a backend may read another way is never public: its canonical form could look
+    // public while the backend serves a protected resource.
+    let matched = (!path.is_ambiguous())
+        .then(|| rule.conditions.first_match(host, path.canonical()))
+        .flatten();
+    match matched {
+        Some(condition) => Route::Public { rule, condition },
+        None => Route::Login {
+            rule,
+            condition: None,
+        },
+    }
+}
+
+/// Every enabled rule in order, after the callback check.
+fn walk<'a>(rules: &'a RuleSet, host: &str, path: &RequestPath) -> Route<'a> {
     for rule in rules.enabled() {
         if !rule.governs(host) {
             continue;
         }
-        let matched = match rule.mode {
-            // A path a backend may read another way is never public: its canonical form could
-            // look public while the backend serves a protected resource.
-            AuthorizationMode::Whitelist => (!path.is_ambiguous())
-                .then(|| rule.conditions.first_match(host, path.canonical()))
-                .flatten(),
+        match rule.mode {
+            AuthorizationMode::Whitelist => return whitelist_route(rule, host, path),
             // Any reading a backend may make that falls under a condition asks for a login.
-            AuthorizationMode::Blacklist => path
-                .readings()
-                .filter_map(|reading| rule.conditions.first_match_or_trailing_slash(host, reading))
-                .min(),
-        };
-        match (rule.mode, matched) {
-            (AuthorizationMode::Whitelist, Some(condition)) => return Route::Public { rule, condition },
-            (AuthorizationMode::Whitelist, None) => {
-                return Route::Login {
-                    rule,
-                    condition: None,
+            AuthorizationMode::Blacklist => {
+                let matched = path
+                    .readings()
+                    .filter_map(|reading| rule.conditions.first_match_or_trailing_slash(host, reading))
+                    .min();
+                if let Some(condition) = matched {
+                    return Route::Login {
+                        rule,
+                        condition: Some(condition),
+                    };
                 }
             }
-            (AuthorizationMode::Blacklist, Some(condition)) => {
-                return Route::Login {
-                    rule,
-                    condition: Some(condition),
-                }
-            }
-            (AuthorizationMode::Blacklist, None) => {}
         }
     }
     Route::Default(rules.default_action)

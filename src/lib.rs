@@ -13,10 +13,12 @@
 //! - `rules`: compiled rules (`RuleSet`, swapped atomically); `rules::normalize` (host
 //!   validation, the canonical path, what makes a path ambiguous and every reading a backend may
 //!   make of it), `rules::domain` (domain patterns), `rules::conditions` (the indexed
-//!   authorization list).
-//! - `decision`: pure routing: which rule governs a request and whether it is public, needs a
-//!   login, or falls to `default_action`; `explain` output; `validate`'s warning about hosts
-//!   that `default_action: allow` leaves unprotected.
+//!   authorization list), `rules::route_index` (the enabled rules indexed across rules, so the
+//!   first deciding rule is found without walking them).
+//! - `decision`: pure routing: which rule governs a request (through the cross-rule index, or
+//!   the walk in order it must agree with) and whether it is public, needs a login, or falls to
+//!   `default_action`; `explain` output; `validate`'s warning about hosts that
+//!   `default_action: allow` leaves unprotected.
 //! - `identity`: the identity taken from verified claims, and the `allowed` checks.
 //! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`),
 //!   the bounded set of revoked session ids, in memory or Redis (`session::revocations`), and

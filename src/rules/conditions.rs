@@ -30,11 +30,22 @@ pub struct ConditionSpec<'a> {
     pub path_match: PathMatch,
 }
 
+/// One entry of an index compiled by `ConditionIndex::compile_keyed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedCondition<'a> {
+    /// What `first_match` answers when this entry is the lowest matching one.
+    pub key: usize,
+    pub domain: DomainPattern,
+    /// Omitted: any path.
+    pub path: Option<&'a str>,
+    pub path_match: PathMatch,
+}
+
 /// Why the condition at `index` was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConditionError {
     pub index: usize,
-    /// `"domain"`, `"path"` or `"match"`.
+    /// `"domain"`, `"path"` or `"match"`; `"key"` for an out-of-order `compile_keyed` entry.
     pub field: &'static str,
     pub message: String,
 }
@@ -64,9 +75,7 @@ impl ConditionIndex {
     /// Compiles `specs`, or reports every bad condition with its index and field.
     pub fn compile(specs: &[ConditionSpec<'_>]) -> Result<ConditionIndex, Vec<ConditionError>> {
         let mut errors = Vec::new();
-        let mut any_domain = BucketBuilder::default();
-        let mut exact_domains: HashMap<String, BucketBuilder> = HashMap::new();
-        let mut wildcard_domains: HashMap<String, BucketBuilder> = HashMap::new();
+        let mut builder = IndexBuilder::default();
 
         for (index, spec) in specs.iter().enumerate() {
             let domain = spec.domain.map(DomainPattern::parse).transpose();
@@ -91,50 +100,54 @@ impl ConditionIndex {
                     continue;
                 }
             };
-            let bucket = match domain {
-                None | Some(DomainPattern::Any) => &mut any_domain,
-                Some(DomainPattern::Exact(host)) => exact_domains.entry(host).or_default(),
-                Some(DomainPattern::Wildcard(suffix)) => wildcard_domains.entry(suffix).or_default(),
-            };
-            bucket.add(index, path);
+            builder.add(domain.as_ref(), index, path);
         }
         if !errors.is_empty() {
             return Err(errors);
         }
+        builder.build(specs.len())
+    }
 
-        let longest_wildcard = wildcard_domains.keys().map(String::len).max().unwrap_or(0);
-        let mut build_all = |builders: HashMap<String, BucketBuilder>| {
-            builders
-                .into_iter()
-                .filter_map(|(key, builder)| match builder.build() {
-                    Ok(bucket) => Some((key, bucket)),
-                    Err(error) => {
-                        errors.push(error);
-                        None
-                    }
-                })
-                .collect::<HashMap<_, _>>()
-        };
-        let exact_domains = build_all(exact_domains);
-        let wildcard_domains = build_all(wildcard_domains);
-        let any_domain = match any_domain.build() {
-            Ok(bucket) => bucket,
-            Err(error) => {
-                errors.push(error);
-                Bucket::default()
+    /// Compiles conditions under keys the caller chooses, whose domains are already parsed:
+    /// `first_match` then answers the lowest matching key. Keys must not decrease (several
+    /// entries may share one). The cross-rule index (`rules::route_index`) keys each condition
+    /// by its rule's position and its own. `ConditionError::index` is the entry's key.
+    pub fn compile_keyed<'a>(
+        entries: impl IntoIterator<Item = KeyedCondition<'a>>,
+    ) -> Result<ConditionIndex, Vec<ConditionError>> {
+        let mut errors = Vec::new();
+        let mut builder = IndexBuilder::default();
+        let mut count = 0;
+        let mut last_key = 0;
+        for entry in entries {
+            if entry.key < last_key {
+                errors.push(ConditionError {
+                    index: entry.key,
+                    field: "key",
+                    message: format!("key {} follows key {last_key}: keys must not decrease", entry.key),
+                });
+                continue;
             }
-        };
+            last_key = entry.key;
+            let spec = ConditionSpec {
+                domain: None,
+                path: entry.path,
+                path_match: entry.path_match,
+            };
+            match compile_path(&spec) {
+                Ok(path) => builder.add(Some(&entry.domain), entry.key, path),
+                Err(message) => errors.push(ConditionError {
+                    index: entry.key,
+                    field: "path",
+                    message,
+                }),
+            }
+            count += 1;
+        }
         if !errors.is_empty() {
-            errors.sort_by_key(|error| error.index);
             return Err(errors);
         }
-        Ok(ConditionIndex {
-            any_domain,
-            exact_domains,
-            wildcard_domains,
-            longest_wildcard,
-            len: specs.len(),
-        })
+        builder.build(count)
     }
 
     /// Lowest index of a condition matching (`host`, `path`), or None. `host` is normalized;
@@ -180,6 +193,64 @@ impl ConditionIndex {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// Conditions bucketed by domain, while an index is being compiled.
+#[derive(Default)]
+struct IndexBuilder {
+    any_domain: BucketBuilder,
+    exact_domains: HashMap<String, BucketBuilder>,
+    wildcard_domains: HashMap<String, BucketBuilder>,
+}
+
+impl IndexBuilder {
+    /// `index` must not be lower than any added before (see `BucketBuilder::add`).
+    fn add(&mut self, domain: Option<&DomainPattern>, index: usize, path: PathCondition) {
+        let bucket = match domain {
+            None | Some(DomainPattern::Any) => &mut self.any_domain,
+            Some(DomainPattern::Exact(host)) => self.exact_domains.entry(host.clone()).or_default(),
+            Some(DomainPattern::Wildcard(suffix)) => self.wildcard_domains.entry(suffix.clone()).or_default(),
+        };
+        bucket.add(index, path);
+    }
+
+    /// `len` is what `ConditionIndex::len` reports.
+    fn build(self, len: usize) -> Result<ConditionIndex, Vec<ConditionError>> {
+        let mut errors = Vec::new();
+        let longest_wildcard = self.wildcard_domains.keys().map(String::len).max().unwrap_or(0);
+        let mut build_all = |builders: HashMap<String, BucketBuilder>| {
+            builders
+                .into_iter()
+                .filter_map(|(key, builder)| match builder.build() {
+                    Ok(bucket) => Some((key, bucket)),
+                    Err(error) => {
+                        errors.push(error);
+                        None
+                    }
+                })
+                .collect::<HashMap<_, _>>()
+        };
+        let exact_domains = build_all(self.exact_domains);
+        let wildcard_domains = build_all(self.wildcard_domains);
+        let any_domain = match self.any_domain.build() {
+            Ok(bucket) => bucket,
+            Err(error) => {
+                errors.push(error);
+                Bucket::default()
+            }
+        };
+        if !errors.is_empty() {
+            errors.sort_by_key(|error| error.index);
+            return Err(errors);
+        }
+        Ok(ConditionIndex {
+            any_domain,
+            exact_domains,
+            wildcard_domains,
+            longest_wildcard,
+            len,
+        })
     }
 }
 

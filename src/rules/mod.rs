@@ -5,6 +5,7 @@
 pub mod conditions;
 pub mod domain;
 pub mod normalize;
+pub mod route_index;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,6 +18,7 @@ use crate::config::{AllowedConfig, AuthorizationMode, DefaultAction, RuleConfig,
 use conditions::{ConditionIndex, ConditionSpec};
 use domain::DomainPattern;
 use normalize::normalize_host;
+use route_index::RouteIndex;
 
 /// The only path a redirect URL may have: the listener and `Check` both complete logins there.
 pub const CALLBACK_PATH: &str = "/oauth2/callback";
@@ -130,13 +132,35 @@ impl Rule {
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
+    /// The enabled rules indexed across rules, for `decision::route`; `None` when the combined
+    /// conditions did not compile, and the decision walks the rules instead.
+    index: Option<RouteIndex>,
     pub default_action: DefaultAction,
 }
 
 impl RuleSet {
     pub fn empty(default_action: DefaultAction) -> RuleSet {
+        RuleSet::new(Vec::new(), default_action)
+    }
+
+    /// The set of `rules`, indexed.
+    fn new(rules: Vec<Arc<Rule>>, default_action: DefaultAction) -> RuleSet {
+        let index = match RouteIndex::build(&rules) {
+            Ok(index) => Some(index),
+            Err(errors) => {
+                let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                tracing::warn!(
+                    errors = errors.len(),
+                    first = %first,
+                    "the rules' conditions do not compile into one cross-rule index; \
+                     each request walks the rules in order instead"
+                );
+                None
+            }
+        };
         RuleSet {
-            rules: Vec::new(),
+            rules,
+            index,
             default_action,
         }
     }
@@ -160,10 +184,7 @@ impl RuleSet {
             }
         }
         if errors.is_empty() {
-            Ok(RuleSet {
-                rules,
-                default_action,
-            })
+            Ok(RuleSet::new(rules, default_action))
         } else {
             Err(errors)
         }
@@ -172,6 +193,19 @@ impl RuleSet {
     /// All rules, enabled or not, in order.
     pub fn all(&self) -> &[Arc<Rule>] {
         &self.rules
+    }
+
+    /// The cross-rule index of the enabled rules; `None` when it could not be built (the
+    /// decision then walks the rules).
+    pub fn route_index(&self) -> Option<&RouteIndex> {
+        self.index.as_ref()
+    }
+
+    /// The same set without its index, as when it fails to build: for tests of the fallback.
+    #[cfg(test)]
+    pub(crate) fn without_index(mut self) -> RuleSet {
+        self.index = None;
+        self
     }
 
     pub fn enabled(&self) -> impl Iterator<Item = &Arc<Rule>> {

@@ -10,6 +10,7 @@ use crate::rules::normalize::normalize_host;
 
 use crate::test_yaml::{dedent, rule};
 
+mod index;
 mod properties;
 
 /// A rule of `mode` with these conditions (YAML flow mappings, one per entry).
