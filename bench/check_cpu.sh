@@ -24,6 +24,10 @@
 #                    adds a server "oidc-authz-baseline" run from it with the same config, so a
 #                    change's cost is the ratio of the two in the same run
 #   DECIDE=1         1 = finish with examples/bench_decide (in-process cost of the hot-path pieces)
+#   ANSWER=1         1 = also measure `noop+answer`: the do-nothing server answering every Check with
+#                    oidc-authz's own answer to this request (recorded once, byte for byte), so the
+#                    cost of carrying the answer (identity headers, a 1 KB bearer token) is told apart
+#                    from the cost of deciding: oidc-authz / noop+answer is the decision's own share
 #   OTEL_BENCH=0     1 = also measure `oidc-authz+otel`: spans exported (OTEL_EXPORTER_OTLP_ENDPOINT)
 #                    to examples/otlp_receiver on loopback, every Check a sampled root span
 #   RUN_TIMEOUT=300  seconds allowed per h2load run;  BUILD_TIMEOUT=1800 for cargo
@@ -46,6 +50,7 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 STRICT=${STRICT:-0}
 KEEP=${KEEP:-0}
 DECIDE=${DECIDE:-1}
+ANSWER=${ANSWER:-1}
 OTEL_BENCH=${OTEL_BENCH:-0}
 REDIS=${REDIS:-1}
 BASELINE_BIN=${BASELINE_BIN:-}
@@ -138,7 +143,7 @@ PY
         echo "${out[*]}"
     fi
 }
-read -r GRPC HTTP ADMIN NOOP GRPC2 HTTP2 GRPC3 HTTP3 REDIS_PORT GRPC4 HTTP4 <<<"$(free_ports 11)"
+read -r GRPC HTTP ADMIN NOOP GRPC2 HTTP2 GRPC3 HTTP3 REDIS_PORT GRPC4 HTTP4 NOOP_ANSWER <<<"$(free_ports 12)"
 
 write_config() { # grpc_port http_port file [store]
     local store=${4:-cookie} redis_line=
@@ -338,6 +343,21 @@ for s in "${SERVERS[@]}"; do
     fi
 done
 
+# The floor again, now sending oidc-authz's own answer (recorded just above).
+if [[ $ANSWER == 1 ]]; then
+    "$REL/examples/bench_noop_check" "127.0.0.1:$NOOP_ANSWER" --answer "$WORK/response.oidc-authz.bin" \
+        >"$WORK/noop-answer.log" 2>&1 &
+    PID_OF[noop+answer]=$!; PIDS+=("$!")
+    PORT_OF[noop+answer]=$NOOP_ANSWER
+    REQ_OF[noop+answer]=$REQ
+    wait_port "$NOOP_ANSWER" 20 || die "noop+answer did not listen (see $WORK/noop-answer.log)"
+    grpc_once noop+answer "$WORK/response.noop+answer.bin" >/dev/null
+    cmp -s "$WORK/response.noop+answer.bin" "$WORK/response.oidc-authz.bin" ||
+        die "noop+answer does not send oidc-authz's answer byte for byte"
+    log "noop+answer: sends oidc-authz's answer ($(stat -c %s "$WORK/response.oidc-authz.bin") bytes) byte for byte"
+    SERVERS=(noop noop+answer "${SERVERS[@]:1}")
+fi
+
 # ---------------------------------------------------------------- measurement
 RESULTS="$WORK/results.tsv"
 printf 'mode\tround\tserver\tn\tticks\tus_per_req\treq_per_s\n' >"$RESULTS"
@@ -446,9 +466,19 @@ awk -F'\t' -v target="$TARGET_RATIO" -v target_redis="$TARGET_RATIO_REDIS" '
                 for (r = 1; r <= rounds[mode]; r++)
                     ratios = ratios " " sprintf("%.2f", cpu[mode SUBSEP r SUBSEP srv[i]] / cpu[mode SUBSEP r SUBSEP "noop"])
                 med = median(ratios)
+                if (srv[i] == "noop+answer") {
+                    printf "ratio noop+answer / noop: %.2fx (median of rounds:%s)  what carrying the answer costs\n", med, ratios
+                    continue
+                }
                 t = (srv[i] ~ /redis/) ? target_redis : target
                 printf "ratio %s / noop: %.2fx (median of rounds:%s)  target <= %sx: %s\n",
                     srv[i], med, ratios, t, (med <= t ? "MET" : "MISSED")
+                if ((mode SUBSEP "noop+answer") in us && srv[i] !~ /^noop/) {
+                    ratios = ""
+                    for (r = 1; r <= rounds[mode]; r++)
+                        ratios = ratios " " sprintf("%.2f", cpu[mode SUBSEP r SUBSEP srv[i]] / cpu[mode SUBSEP r SUBSEP "noop+answer"])
+                    printf "  %s / noop+answer: %.2fx (median of rounds:%s)  what deciding costs\n", srv[i], median(ratios), ratios
+                }
                 if (mode == "saturate" && srv[i] == "oidc-authz") headline = med
                 if (mode == "saturate" && srv[i] == "oidc-authz+redis") headline_redis = med
             }

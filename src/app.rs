@@ -44,17 +44,23 @@ fn session_store(
 ) -> SessionStore {
     match (config.session.store, redis) {
         (SessionStoreKind::Redis, Some(redis)) => SessionStore::Redis(RedisStore::new(codec, redis.clone())),
-        (_, Some(redis)) => SessionStore::Cookie(CookieStore::with_logout_tokens(
-            codec,
-            Revocations::in_redis(redis.clone()),
-            Revocations::in_redis(redis.clone()),
-        )),
+        (_, Some(redis)) => SessionStore::Cookie(
+            CookieStore::with_logout_tokens(
+                codec,
+                Revocations::in_redis(redis.clone()),
+                Revocations::in_redis(redis.clone()),
+            )
+            .with_opened_capacity(config.caches.sessions),
+        ),
         // (`store: redis` without an address does not pass the configuration check.)
-        (_, None) => SessionStore::Cookie(CookieStore::with_logout_tokens(
-            codec,
-            Revocations::default(),
-            Revocations::in_memory(MAX_LOGOUT_TOKENS),
-        )),
+        (_, None) => SessionStore::Cookie(
+            CookieStore::with_logout_tokens(
+                codec,
+                Revocations::default(),
+                Revocations::in_memory(MAX_LOGOUT_TOKENS),
+            )
+            .with_opened_capacity(config.caches.sessions),
+        ),
     }
 }
 
@@ -72,7 +78,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let app = Arc::new(App {
             rules: RuleSetHandle::new(rules),
-            providers: Providers::new(fetch::client(), metrics.clone()),
+            providers: Providers::new(fetch::client(), metrics.clone(), config.caches.tokens),
             sessions,
             session_store,
             metrics,

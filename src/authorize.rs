@@ -16,7 +16,8 @@ use crate::refresh::{self, Fresh};
 use crate::reply::{escape_for_log, Reply};
 use crate::rules::normalize::{parse_host, RequestPath};
 use crate::rules::{Rule, RuleSet};
-use crate::session::{cookies, Session, StoreDown};
+use crate::session::cookies::{self, RequestCookies, Upstream};
+use crate::session::{Session, StoreDown};
 
 /// Identity headers we set; any other client-sent `x-auth-request-*` header is removed.
 pub const IDENTITY_PREFIX: &str = "x-auth-request-";
@@ -137,6 +138,8 @@ async fn decide<'r>(
     };
     let path = RequestPath::parse(req.raw_path);
     let cookie_header = req.header("cookie").unwrap_or("");
+    // Read once: our session cookie's value, and the header the backend is to see.
+    let cookies = RequestCookies::parse(cookie_header, &app.sessions.cookie_name);
     // Spoofed identity headers are removed on every allow.
     let spoofed: Vec<String> = req
         .headers
@@ -160,12 +163,11 @@ async fn decide<'r>(
             )
         }
         Route::Public { .. } => {
-            Decision::allow(Outcome::AllowPublic, anonymous_allow(app, spoofed, cookie_header))
+            Decision::allow(Outcome::AllowPublic, anonymous_allow(spoofed, cookies.upstream))
         }
-        Route::Default(DefaultAction::Allow) => Decision::allow(
-            Outcome::AllowDefault,
-            anonymous_allow(app, spoofed, cookie_header),
-        ),
+        Route::Default(DefaultAction::Allow) => {
+            Decision::allow(Outcome::AllowDefault, anonymous_allow(spoofed, cookies.upstream))
+        }
         Route::Default(DefaultAction::Deny) => Decision::respond(
             Outcome::Forbidden,
             forbidden(
@@ -176,29 +178,26 @@ async fn decide<'r>(
                 None,
             ),
         ),
-        Route::Login { rule, .. } => login_with(app, rule, &req, cookie_header, spoofed, now).await,
+        Route::Login { rule, .. } => login_with(app, rule, &req, cookies, spoofed, now).await,
     };
     (governing, decision)
 }
 
-fn anonymous_allow(app: &App, spoofed: Vec<String>, cookie_header: &str) -> Allow {
+fn anonymous_allow(spoofed: Vec<String>, upstream: Upstream) -> Allow {
     let mut allow = Allow {
         remove: spoofed,
         ..Allow::default()
     };
-    strip_session_cookie(app, cookie_header, &mut allow);
+    strip_session_cookie(upstream, &mut allow);
     allow
 }
 
 /// The backend never sees our cookies.
-fn strip_session_cookie(app: &App, cookie_header: &str, allow: &mut Allow) {
-    if cookie_header.is_empty() {
-        return;
-    }
-    match cookies::strip_ours(cookie_header, &app.sessions.cookie_name) {
-        Some(kept) if kept == cookie_header => {}
-        Some(kept) => allow.set.push(("cookie", kept)),
-        None => allow.remove.push("cookie".into()),
+fn strip_session_cookie(upstream: Upstream, allow: &mut Allow) {
+    match upstream {
+        Upstream::Unchanged => {}
+        Upstream::Remove => allow.remove.push("cookie".into()),
+        Upstream::Replace(kept) => allow.set.push(("cookie", kept)),
     }
 }
 
@@ -207,13 +206,18 @@ async fn login_with(
     app: &App,
     rule: &Rule,
     req: &RequestFacts<'_>,
-    cookie_header: &str,
+    cookies: RequestCookies<'_>,
     spoofed: Vec<String>,
     now: u64,
 ) -> Decision {
+    let cookie_header = req.header("cookie").unwrap_or("");
     // 1. A session cookie for this rule's issuer and client (not signed out), refreshed when
     //    its tokens have run out.
-    let session = match app.session_store.load(cookie_header, now).await {
+    let session = match app
+        .session_store
+        .load_sealed(cookies.session.as_deref(), now)
+        .await
+    {
         Ok(session) => session.filter(|s| s.is_for(&rule.issuer, &rule.client_id)),
         Err(down) => return store_down(req, &rule.name, &down),
     };
@@ -228,7 +232,7 @@ async fn login_with(
             Fresh::Ended => (None, false),
         };
         if let Some(session) = session {
-            let mut decision = session_allow(app, rule, req, &session, cookie_header, spoofed);
+            let mut decision = session_allow(rule, req, &session, cookies.upstream, spoofed);
             if renewed {
                 // The browser keeps the refreshed session, allowed (through Envoy's
                 // `response_headers_to_add`) or not (a 403 under this rule must not lose a
@@ -275,7 +279,7 @@ async fn login_with(
                     }
                     // The client's own bearer token passes through untouched.
                     let mut allow = identity_allow(rule, &identity, spoofed);
-                    strip_session_cookie(app, cookie_header, &mut allow);
+                    strip_session_cookie(cookies.upstream, &mut allow);
                     Decision::allow(Outcome::AllowBearer, allow)
                 }
                 None => Decision::respond(
@@ -318,11 +322,10 @@ async fn login_with(
 /// The answer for a request on a current session of `rule`'s: 403 when the identity is not
 /// allowed, else an allow with the identity headers and the upstream token.
 fn session_allow(
-    app: &App,
     rule: &Rule,
     req: &RequestFacts<'_>,
     session: &Session,
-    cookie_header: &str,
+    upstream: Upstream,
     spoofed: Vec<String>,
 ) -> Decision {
     if let Err(e) = check_allowed(&rule.allowed, &session.identity) {
@@ -350,7 +353,7 @@ fn session_allow(
         None if req.header("authorization").is_some() => allow.remove.push("authorization".into()),
         None => {}
     }
-    strip_session_cookie(app, cookie_header, &mut allow);
+    strip_session_cookie(upstream, &mut allow);
     Decision::allow(Outcome::AllowSession, allow)
 }
 

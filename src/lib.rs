@@ -20,7 +20,9 @@
 //!   `default_action`; `explain` output; `validate`'s warning about hosts that
 //!   `default_action: allow` leaves unprotected.
 //! - `identity`: the identity taken from verified claims, and the `allowed` checks.
-//! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`),
+//! - `session`: sealed cookie sessions and login states (`session::seal`, `session::cookies`,
+//!   which reads the `cookie` header in one pass), the opened sessions kept by cookie value
+//!   (`session::opened`),
 //!   the bounded set of revoked session ids, in memory or Redis (`session::revocations`), and
 //!   `session::store`,
 //!   the one seam the request paths use to load, save, clear and revoke sessions (cookie store

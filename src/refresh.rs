@@ -36,11 +36,11 @@ use crate::session::{Session, StoreDown};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fresh {
     /// The session as it came: nothing was due.
-    Current(Session),
+    Current(Arc<Session>),
     /// A refreshed session: serve it and send its cookie to the browser.
-    Renewed(Session),
+    Renewed(Arc<Session>),
     /// The IdP could not be reached: serve the session as it is (within `refresh_grace`).
-    Grace(Session),
+    Grace(Arc<Session>),
     /// The session is over: treat the request as having none.
     Ended,
 }
@@ -61,7 +61,7 @@ const LOCK_WAIT: Duration = Duration::from_millis(4000);
 
 /// The session to serve `rule`'s request with, refreshed when its tokens have run out. `Err`
 /// when the session store cannot be asked (answer 503).
-pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Result<Fresh, StoreDown> {
+pub async fn fresh(app: &App, rule: &Rule, session: Arc<Session>, now: u64) -> Result<Fresh, StoreDown> {
     let mut session = session;
     let mut renewed = false;
     for _ in 0..MAX_HOPS {
@@ -78,7 +78,7 @@ pub async fn fresh(app: &App, rule: &Rule, session: Session, now: u64) -> Result
         };
         match result {
             RefreshResult::Renewed(next) => {
-                session = Arc::unwrap_or_clone(next);
+                session = next;
                 renewed = true;
                 if granted {
                     // One grant per request, even if the IdP's new tokens are already expired.

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -27,6 +28,10 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 use crate::reply::escape_for_log;
+
+/// Set once a span exporter is installed. Until then the decision does not look up the
+/// current span to record its rule and outcome on it (a thread-local look-up per `Check`).
+static SPANS_EXPORTED: AtomicBool = AtomicBool::new(false);
 
 /// `service.name` when `OTEL_SERVICE_NAME` is unset.
 pub const DEFAULT_SERVICE_NAME: &str = "oidc-authz";
@@ -163,7 +168,10 @@ where
     // disabled callsite (h2's and hyper's trace events, our spans) from "never" into
     // "sometimes", re-checked on every call, which cost ~50 % more CPU per Check.
     let dispatch = match otel {
-        Some(otel) => tracing::Dispatch::new(tracing_subscriber::registry().with(logs).with(otel)),
+        Some(otel) => {
+            SPANS_EXPORTED.store(true, Ordering::Relaxed);
+            tracing::Dispatch::new(tracing_subscriber::registry().with(logs).with(otel))
+        }
         None => tracing::Dispatch::new(tracing_subscriber::registry().with(logs)),
     };
     (dispatch, Telemetry { provider })
@@ -417,11 +425,16 @@ pub fn record_http_status(span: &Span, status: u16) {
 
 /// Records, on the current `Check` span, the rule that governs the request.
 pub fn record_rule(rule: &str) {
-    Span::current().record("rule", rule);
+    if SPANS_EXPORTED.load(Ordering::Relaxed) {
+        Span::current().record("rule", rule);
+    }
 }
 
 /// Records, on the current `Check` span, what the decision came to.
 pub fn record_outcome(outcome: &'static str) {
+    if !SPANS_EXPORTED.load(Ordering::Relaxed) {
+        return;
+    }
     let span = Span::current();
     span.record("outcome", outcome);
     if outcome == "unavailable" {

@@ -5,8 +5,12 @@
 
 CPU columns: the median over rounds of each listener's µs/request. Ratio columns: the median over
 rounds of the per-round ratio of total CPU (Envoy + authz server) to that of ext_authz-noop / of
-none in the same round. Prints the table on stdout, and "P2 P3" (the oidc-authz-cookie ratio to
-ext_authz-noop, and its p99 added over ext_authz-noop in ms) on stderr.
+none in the same round. Latency columns show "–" for a listener without latency rows (LAT_ROUNDS=0).
+With an oidc-authz-baseline-cookie listener, also the line `oidc-authz-cookie /
+oidc-authz-baseline-cookie`: the median of the per-round ratios of their total CPU (and of the
+authz server's CPU alone). Prints the table on stdout, and "P2 P3 BASE" (the oidc-authz-cookie
+ratio to ext_authz-noop, its p99 added over ext_authz-noop in ms, and its ratio to the baseline;
+"nan" for what was not measured) on stderr.
 """
 import csv
 import statistics
@@ -41,10 +45,12 @@ def med(xs):
     return statistics.median(xs)
 
 
-def ratio(l, base):
-    if base not in runs:
+def ratio(l, base, i=2):
+    """Median over rounds of runs[l][round][i] / runs[base][round][i] (i=2: total CPU)."""
+    if base not in runs or l not in runs:
         return None
-    xs = [runs[l][k][2] / runs[base][k][2] for k in runs[l] if k in runs[base] and runs[base][k][2] > 0]
+    xs = [runs[l][k][i] / runs[base][k][i] for k in runs[l]
+          if k in runs[base] and runs[base][k][i] and runs[l][k][i] is not None]
     return med(xs) if xs else None
 
 
@@ -76,14 +82,25 @@ if p2 is not None:
 if p3 is not None:
     print(f"P3 (oidc-authz-cookie p99 added over ext_authz-noop at the paced rate, target ≤ {p3_target} ms): "
           f"{p3:+.3f} ms — {'MET' if p3 <= p3_target else 'MISSED'}")
+base = ratio("oidc-authz-cookie", "oidc-authz-baseline-cookie")
+if base is not None:
+    base_authz = ratio("oidc-authz-cookie", "oidc-authz-baseline-cookie", 1)
+    per_round = "  ".join(f"r{k}: {runs['oidc-authz-cookie'][k][2] / v[2]:.3f}"
+                          for k, v in sorted(runs["oidc-authz-baseline-cookie"].items())
+                          if k in runs["oidc-authz-cookie"] and v[2] > 0)
+    print(f"oidc-authz-cookie / oidc-authz-baseline-cookie: {base:.3f}× total CPU"
+          f"{'' if base_authz is None else f', {base_authz:.3f}× authz CPU'} "
+          f"(medians of per-round ratios; total per round: {per_round})")
 if coarse:
     print("\nWARNING: under 50 CPU ticks of Envoy in some runs (" + ", ".join(coarse) +
           "): the CPU figures are coarse; raise N.")
 print("\nper round (Envoy + authz µs/req):")
 for l in order:
-    print(f"  {l:18s} " + "  ".join(
+    print(f"  {l:26s} " + "  ".join(
         f"r{k}: {v[0]:.1f}+{'-' if v[1] is None else f'{v[1]:.1f}'}" for k, v in sorted(runs[l].items())))
-print("\np99 per latency round (ms):")
-for l in order:
-    print(f"  {l:18s} {lat_rounds.get(l, '?')}")
-print(f"{'nan' if p2 is None else f'{p2:.2f}'} {'nan' if p3 is None else f'{p3:.3f}'}", file=sys.stderr)
+if lat_rounds:
+    print("\np99 per latency round (ms):")
+    for l in order:
+        print(f"  {l:26s} {lat_rounds.get(l, '?')}")
+print(f"{'nan' if p2 is None else f'{p2:.2f}'} {'nan' if p3 is None else f'{p3:.3f}'} "
+      f"{'nan' if base is None else f'{base:.3f}'}", file=sys.stderr)

@@ -18,7 +18,10 @@
                       filter.cc: encodeHmacBase64 / OAuth2CookieValidator::hmacIsValid)
 
 `bootstrap` writes WORK/envoy.json: one Envoy, one HTTP/1.1 listener per benchmarked filter
-chain, all answering with a direct_response 200 (no upstream).
+chain, all answering with a direct_response 200 (no upstream). When PORTS_JSON has
+"authz_baseline_grpc", it adds the cluster oidc_authz_baseline_grpc (the baseline oidc-authz) and
+the listener oidc_authz_baseline_cookie (PORTS_JSON listeners.oidc_authz_baseline_cookie), the
+twin of oidc_authz_cookie asking that cluster.
 """
 import base64
 import hashlib
@@ -250,10 +253,12 @@ def bootstrap(work, ports_json):
                     "http_filters": filters + [router],
                 }}]}]}
 
+    baseline = "authz_baseline_grpc" in p
     listeners = {
         "none": [],
         "ext_authz_noop": [ext_authz("noop_grpc")],
         "oidc_authz_cookie": [ext_authz("oidc_authz_grpc")],
+        **({"oidc_authz_baseline_cookie": [ext_authz("oidc_authz_baseline_grpc")]} if baseline else {}),
         "oidc_authz_bearer": [ext_authz("oidc_authz_grpc")],
         "oauth2_native": [oauth2],
         "jwt_authn_cache": [jwt_authn(True)],
@@ -271,6 +276,7 @@ def bootstrap(work, ports_json):
             "clusters": [
                 cluster("noop_grpc", p["noop"], True),
                 cluster("oidc_authz_grpc", p["authz_grpc"], True),
+                *([cluster("oidc_authz_baseline_grpc", p["authz_baseline_grpc"], True)] if baseline else []),
                 cluster("idp_down", 1, False),
             ],
             "secrets": [

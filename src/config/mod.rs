@@ -63,6 +63,7 @@ pub struct Config {
     pub path: PathBuf,
     pub server: ServerConfig,
     pub session: SessionConfig,
+    pub caches: CachesConfig,
     pub rules_store: RulesStore,
     pub default_action: DefaultAction,
     pub rules: Vec<RuleConfig>,
@@ -74,6 +75,8 @@ struct FileTop {
     #[serde(default)]
     server: ServerConfig,
     session: SessionConfig,
+    #[serde(default)]
+    caches: CachesConfig,
     #[serde(default)]
     rules_store: Option<String>,
     #[serde(default)]
@@ -127,6 +130,97 @@ impl ServerConfig {
     }
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_listen.parse().ok()
+    }
+}
+
+/// What the caches that grow with traffic may hold, in bytes (DESIGN P6: memory is bounded by
+/// configured capacities). Written `64MiB`, `512KiB`, `1GiB`, `100MB` or a number of bytes;
+/// `0` keeps nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachesConfig {
+    /// Session cookies already opened (`session::opened`), by the cookie's bytes and the
+    /// session's.
+    #[serde(default = "default_sessions_cache", with = "byte_size")]
+    pub sessions: u64,
+    /// Verified bearer tokens, per issuer (estimated from each token's length).
+    #[serde(default = "default_tokens_cache", with = "byte_size")]
+    pub tokens: u64,
+}
+
+impl Default for CachesConfig {
+    fn default() -> Self {
+        CachesConfig {
+            sessions: default_sessions_cache(),
+            tokens: default_tokens_cache(),
+        }
+    }
+}
+
+fn default_sessions_cache() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_tokens_cache() -> u64 {
+    32 * 1024 * 1024
+}
+
+/// Sizes in bytes: a number, or a number and a unit (`KB`, `MB`, `GB` are powers of 1000;
+/// `KiB`, `MiB`, `GiB` of 1024; `B` is bytes).
+mod byte_size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Number(n) => Ok(n),
+            Written::Text(text) => parse(&text).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a size like 64MiB, 512KiB, 1GiB, 100MB or a number of bytes"
+                ))
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<u64> {
+        let text = text.trim();
+        let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let number: u64 = number.parse().ok()?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1000,
+            "MB" => 1000 * 1000,
+            "GB" => 1000 * 1000 * 1000,
+            "KiB" => 1024,
+            "MiB" => 1024 * 1024,
+            "GiB" => 1024 * 1024 * 1024,
+            _ => return None,
+        };
+        number.checked_mul(scale)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::parse;
+
+        #[test]
+        fn sizes_read_as_written() {
+            assert_eq!(parse("64MiB"), Some(64 << 20));
+            assert_eq!(parse("512 KiB"), Some(512 << 10));
+            assert_eq!(parse("100MB"), Some(100_000_000));
+            assert_eq!(parse("0"), Some(0));
+            assert_eq!(parse("1GiB"), Some(1 << 30));
+            assert_eq!(parse("12"), Some(12));
+            for bad in ["", "MiB", "-1MiB", "1.5MiB", "10 parsecs", "99999999999999GiB"] {
+                assert_eq!(parse(bad), None, "{bad}");
+            }
+        }
     }
 }
 
@@ -569,6 +663,7 @@ impl Draft {
             path,
             server: top.server,
             session: top.session,
+            caches: top.caches,
             rules_store,
             default_action: top.default_action,
             rules,

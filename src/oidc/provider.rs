@@ -21,8 +21,10 @@ use crate::metrics::{Endpoint, IdpCall, IdpRule, Metrics};
 /// Backoff of discovery retries: starts here, doubles, and never waits longer than the cap.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_CAP: Duration = Duration::from_secs(5);
-/// Verified bearer tokens kept, per provider.
-const VERIFIED_CAPACITY: u64 = 10_000;
+/// What a provider's verified bearer tokens may weigh, in bytes, unless `caches.tokens` says.
+pub const DEFAULT_TOKEN_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// How long a verified token is kept at most (its own expiry is checked on every use).
+const VERIFIED_TTL: Duration = Duration::from_secs(3600);
 
 /// Discovery result plus what we derive from it once.
 pub struct Discovered {
@@ -37,8 +39,8 @@ pub struct Provider {
     discovered: ArcSwapOption<Discovered>,
     keys: KeyCache,
     last_error: RwLock<Option<String>>,
-    /// sha256(token) → claims, until the token expires.
-    verified: Cache<[u8; 32], Arc<Claims>>,
+    /// sha256(token) → its claims and its weight in bytes (see `token_weight`).
+    verified: Cache<[u8; 32], (Arc<Claims>, u32)>,
     /// Where IdP calls are counted, and the rule this provider's own calls are counted under.
     metrics: Arc<Metrics>,
     metrics_rule: ArcSwap<String>,
@@ -59,13 +61,16 @@ impl Provider {
             discovered: ArcSwapOption::empty(),
             keys: KeyCache::default(),
             last_error: RwLock::new(None),
-            verified: Cache::builder()
-                .max_capacity(VERIFIED_CAPACITY)
-                .time_to_live(Duration::from_secs(3600))
-                .build(),
+            verified: verified_cache(DEFAULT_TOKEN_CACHE_BYTES),
             metrics,
             metrics_rule: ArcSwap::from_pointee(rule.to_string()),
         }
+    }
+
+    /// Keeps at most `bytes` of verified tokens (`caches.tokens`).
+    pub fn with_token_cache(mut self, bytes: u64) -> Provider {
+        self.verified = verified_cache(bytes);
+        self
     }
 
     /// Counts this provider's own calls (discovery, keys) under `rule` from now on.
@@ -174,7 +179,7 @@ impl Provider {
         };
         let cache_key: Option<[u8; 32]> = nonce.is_none().then(|| Sha256::digest(token.as_bytes()).into());
         if let Some(k) = &cache_key {
-            if let Some(claims) = self.verified.get(k).await {
+            if let Some((claims, _)) = self.verified.get(k).await {
                 // The audience depends on the rule, and time has moved on: re-check the claims.
                 token::check_claims(&claims, &expect)?;
                 return Ok(claims);
@@ -184,7 +189,9 @@ impl Provider {
         let key = self.key_for(&d, &header).await?;
         let claims = Arc::new(token::verify(token, &header, &key, &expect)?);
         if let Some(k) = cache_key {
-            self.verified.insert(k, claims.clone()).await;
+            self.verified
+                .insert(k, (claims.clone(), token_weight(token)))
+                .await;
         }
         Ok(claims)
     }
@@ -261,20 +268,48 @@ impl<'a> Expectation<'a> {
     }
 }
 
+/// Verified tokens by their SHA-256, bounded by weight in bytes.
+fn verified_cache(bytes: u64) -> Cache<[u8; 32], (Arc<Claims>, u32)> {
+    Cache::builder()
+        .max_capacity(bytes)
+        .weigher(|_, (_, weight): &(Arc<Claims>, u32)| *weight)
+        .time_to_live(VERIFIED_TTL)
+        .build()
+}
+
+/// What a verified token is counted as in the cache: its claims, parsed, take about twice the
+/// token's length (base64 is 4/3 of the JSON, and the parsed map's strings and nodes about
+/// three times the JSON), plus the key and the cache's own bookkeeping.
+fn token_weight(token: &str) -> u32 {
+    u32::try_from(token.len().saturating_mul(2).saturating_add(512)).unwrap_or(u32::MAX)
+}
+
 /// Every provider in use, keyed by where it is found (issuer and discovery URL: rules sharing
 /// both share one provider).
-#[derive(Default)]
 pub struct Providers {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
+    /// `caches.tokens`: what each provider's verified tokens may weigh, in bytes.
+    token_cache_bytes: u64,
     map: RwLock<HashMap<String, Arc<Provider>>>,
 }
 
+impl Default for Providers {
+    fn default() -> Self {
+        Providers::new(
+            reqwest::Client::default(),
+            Arc::default(),
+            DEFAULT_TOKEN_CACHE_BYTES,
+        )
+    }
+}
+
 impl Providers {
-    pub fn new(http: reqwest::Client, metrics: Arc<Metrics>) -> Providers {
+    pub fn new(http: reqwest::Client, metrics: Arc<Metrics>, token_cache_bytes: u64) -> Providers {
         Providers {
             http,
             metrics,
+            token_cache_bytes,
             map: RwLock::new(HashMap::new()),
         }
     }
@@ -291,13 +326,16 @@ impl Providers {
         if let Some(p) = self.get(key) {
             return p;
         }
-        let provider = Arc::new(Provider::new(
-            issuer,
-            discovery_url,
-            self.http.clone(),
-            self.metrics.clone(),
-            rule,
-        ));
+        let provider = Arc::new(
+            Provider::new(
+                issuer,
+                discovery_url,
+                self.http.clone(),
+                self.metrics.clone(),
+                rule,
+            )
+            .with_token_cache(self.token_cache_bytes),
+        );
         let mut map = match self.map.write() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),

@@ -7,6 +7,8 @@
 //! way to the backend. Envoy joins HTTP/2 cookie crumbs and repeated `cookie` headers with
 //! `"; "`, and the HTTP listener joins repeated headers with `"; "` too.
 
+use std::borrow::Cow;
+
 use cookie::{Cookie, SameSite as CookieSameSite};
 
 use crate::config::SameSite;
@@ -36,18 +38,7 @@ pub fn get<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 
 /// Reads a possibly chunked value: `name`, or `name_1` + `name_2` + … when chunked.
 pub fn get_chunked(header: &str, name: &str) -> Option<String> {
-    if let Some(v) = get(header, name) {
-        return Some(v.to_string());
-    }
-    let mut out = String::new();
-    for i in 1..=MAX_CHUNKS {
-        match get(header, &chunk_name(name, i)) {
-            Some(v) => out.push_str(v),
-            None if i == 1 => return None,
-            None => break,
-        }
-    }
-    Some(out)
+    RequestCookies::parse(header, name).session.map(Cow::into_owned)
 }
 
 pub fn chunk_name(name: &str, index: usize) -> String {
@@ -73,28 +64,113 @@ pub fn login_prefix(base: &str) -> String {
 /// The `cookie` header without our cookies, or `None` when nothing is left. Every other
 /// cookie is kept byte for byte (only the whitespace between pairs is normalized to `"; "`).
 pub fn strip_ours(header: &str, base: &str) -> Option<String> {
-    let login = login_prefix(base);
-    let mut kept: Vec<&str> = Vec::new();
-    let mut changed = false;
-    for part in header.split(';') {
-        let trimmed = part.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        let name = trimmed.split_once('=').map_or(trimmed, |(n, _)| n).trim();
-        if is_session_cookie(name, base) || name.starts_with(&login) {
+    match RequestCookies::parse(header, base).upstream {
+        Upstream::Unchanged => Some(header.to_string()),
+        Upstream::Remove => None,
+        Upstream::Replace(kept) => Some(kept),
+    }
+}
+
+/// The `cookie` header read in one pass: our session cookie's value (joined from its chunks
+/// when chunked), and what the backend is to receive in place of the header. The request path
+/// reads the header once; `get_chunked` and `strip_ours` are this, halved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestCookies<'a> {
+    /// The first `base` cookie's value, else `base_1` + `base_2` + … (the first of each name,
+    /// up to the first missing, at most `MAX_CHUNKS`).
+    pub session: Option<Cow<'a, str>>,
+    pub upstream: Upstream,
+}
+
+/// What the backend receives as its `cookie` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// The header as the client sent it: none of our cookies was in it.
+    Unchanged,
+    /// Only our cookies were in it: the header is removed.
+    Remove,
+    /// The other cookies, each byte for byte, joined with `"; "`.
+    Replace(String),
+}
+
+/// Which of our cookies a name is.
+enum Ours {
+    /// `base` itself.
+    Session,
+    /// `base_N`: chunk N (1-based) when N is written as `chunk_name` writes it.
+    Chunk(Option<usize>),
+    /// A login-state cookie (`base_login_…`).
+    Login,
+}
+
+fn ours(name: &str, base: &str) -> Option<Ours> {
+    let rest = name.strip_prefix(base)?;
+    if rest.is_empty() {
+        return Some(Ours::Session);
+    }
+    let rest = rest.strip_prefix('_')?;
+    if rest.starts_with("login_") {
+        return Some(Ours::Login);
+    }
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // `base_01` is ours (removed upstream) but no chunk: chunks are written without zeros.
+    let index = rest.parse::<usize>().ok().filter(|_| !rest.starts_with('0'));
+    Some(Ours::Chunk(index))
+}
+
+impl<'a> RequestCookies<'a> {
+    pub fn parse(header: &'a str, base: &str) -> RequestCookies<'a> {
+        let mut plain: Option<&'a str> = None;
+        let mut chunks: [Option<&'a str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+        let mut kept = String::new();
+        let mut changed = false;
+        for part in header.split(';') {
+            let trimmed = part.trim();
+            if trimmed.is_empty() {
+                continue;
+            }
+            let (name, value) = match trimmed.split_once('=') {
+                Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+                None => (trimmed, None),
+            };
+            let Some(which) = ours(name, base) else {
+                if !kept.is_empty() {
+                    kept.push_str("; ");
+                }
+                kept.push_str(trimmed);
+                continue;
+            };
             changed = true;
-        } else {
-            kept.push(trimmed);
+            // A part without `=` is no pair: removed, never read.
+            let Some(value) = value else { continue };
+            match which {
+                Ours::Session => {
+                    plain.get_or_insert(value);
+                }
+                Ours::Chunk(Some(n)) if (1..=MAX_CHUNKS).contains(&n) => {
+                    if let Some(slot) = chunks.get_mut(n - 1) {
+                        slot.get_or_insert(value);
+                    }
+                }
+                Ours::Chunk(_) | Ours::Login => {}
+            }
         }
-    }
-    if !changed {
-        return Some(header.to_string());
-    }
-    if kept.is_empty() {
-        None
-    } else {
-        Some(kept.join("; "))
+        let session = match plain {
+            Some(value) => Some(Cow::Borrowed(value)),
+            None => chunks
+                .first()
+                .copied()
+                .flatten()
+                .map(|_| Cow::Owned(chunks.iter().map_while(|chunk| *chunk).collect::<String>())),
+        };
+        let upstream = match (changed, kept.is_empty()) {
+            (false, _) => Upstream::Unchanged,
+            (true, true) => Upstream::Remove,
+            (true, false) => Upstream::Replace(kept),
+        };
+        RequestCookies { session, upstream }
     }
 }
 
@@ -245,5 +321,92 @@ mod tests {
         );
         assert_eq!(strip_ours("_s=x", "_s"), None);
         assert_eq!(strip_ours("a=1", "_s").as_deref(), Some("a=1"));
+    }
+
+    /// The pre-`RequestCookies` readers, kept as the reference the one-pass reader must agree
+    /// with.
+    mod reference {
+        use super::super::{chunk_name, get, is_session_cookie, login_prefix, MAX_CHUNKS};
+
+        pub fn get_chunked(header: &str, name: &str) -> Option<String> {
+            if let Some(v) = get(header, name) {
+                return Some(v.to_string());
+            }
+            let mut out = String::new();
+            for i in 1..=MAX_CHUNKS {
+                match get(header, &chunk_name(name, i)) {
+                    Some(v) => out.push_str(v),
+                    None if i == 1 => return None,
+                    None => break,
+                }
+            }
+            Some(out)
+        }
+
+        pub fn strip_ours(header: &str, base: &str) -> Option<String> {
+            let login = login_prefix(base);
+            let mut kept: Vec<&str> = Vec::new();
+            let mut changed = false;
+            for part in header.split(';') {
+                let trimmed = part.trim();
+                if trimmed.is_empty() {
+                    continue;
+                }
+                let name = trimmed.split_once('=').map_or(trimmed, |(n, _)| n).trim();
+                if is_session_cookie(name, base) || name.starts_with(&login) {
+                    changed = true;
+                } else {
+                    kept.push(trimmed);
+                }
+            }
+            if !changed {
+                return Some(header.to_string());
+            }
+            if kept.is_empty() {
+                None
+            } else {
+                Some(kept.join("; "))
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_reader_agrees_with_the_two_scans(
+            parts in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "_s", "_s_1", "_s_2", "_s_3", "_s_13", "_s_01", "_s_", "_s_login_ab",
+                        "_sx", "a", "", " _s ", "_S",
+                    ]),
+                    proptest::option::of("[a-c\\\" ,=]{0,4}"),
+                ),
+                0..8,
+            ),
+            seps in proptest::collection::vec(proptest::sample::select(vec![";", "; ", " ;", ";;"]), 8),
+        ) {
+            let mut header = String::new();
+            for (i, (name, value)) in parts.iter().enumerate() {
+                if i > 0 {
+                    header.push_str(seps[i % seps.len()]);
+                }
+                header.push_str(name);
+                if let Some(v) = value {
+                    header.push('=');
+                    header.push_str(v);
+                }
+            }
+            let parsed = RequestCookies::parse(&header, "_s");
+            proptest::prop_assert_eq!(
+                parsed.session.map(|s| s.into_owned()),
+                reference::get_chunked(&header, "_s")
+            );
+            let upstream = match parsed.upstream {
+                Upstream::Unchanged => Some(header.clone()),
+                Upstream::Remove => None,
+                Upstream::Replace(kept) => Some(kept),
+            };
+            proptest::prop_assert_eq!(upstream, reference::strip_ours(&header, "_s"));
+        }
     }
 }

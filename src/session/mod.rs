@@ -5,6 +5,7 @@
 //! sessions only through `store::SessionStore`.
 
 pub mod cookies;
+pub mod opened;
 pub mod redis_store;
 pub mod revocations;
 pub mod seal;
@@ -84,6 +85,25 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl Session {
+    /// About how many bytes this session holds (its strings and a fixed part), to bound the
+    /// caches that keep sessions by bytes.
+    pub fn approx_bytes(&self) -> usize {
+        let strings = [
+            self.id.len(),
+            self.iss.len(),
+            self.client_id.len(),
+            self.id_token.len(),
+            self.access_token.as_ref().map_or(0, String::len),
+            self.refresh_token.as_ref().map_or(0, String::len),
+            self.identity.sub.len(),
+            self.identity.email.as_ref().map_or(0, String::len),
+            self.identity.preferred_username.as_ref().map_or(0, String::len),
+            self.identity.sid.as_ref().map_or(0, String::len),
+        ];
+        let groups: usize = self.identity.groups.iter().map(|g| g.len() + 24).sum();
+        strings.iter().sum::<usize>() + groups + std::mem::size_of::<Session>() + 64
+    }
+
     /// When the login completed, in Unix milliseconds (a session sealed without it counts from
     /// the start of its `created_at` second).
     pub fn created_ms(&self) -> u64 {
@@ -169,16 +189,22 @@ impl SessionCodec {
     /// and so is revocation (`store::SessionStore::load` checks both the cookie and the revocations).
     pub fn read_session(&self, cookie_header: &str, now: u64) -> Option<Session> {
         let sealed = cookies::get_chunked(cookie_header, &self.cookie_name)?;
-        let plain = self.sealer.open(Purpose::Session, &sealed)?;
+        self.open_session(&sealed).filter(|s| self.is_current(s, now))
+    }
+
+    /// The session sealed in a session-cookie value, if it opens and has an id, whatever the
+    /// time: the same value always opens to the same session, so `session::opened` may keep
+    /// it; `is_current` is asked on every request.
+    pub fn open_session(&self, sealed: &str) -> Option<Session> {
+        let plain = self.sealer.open(Purpose::Session, sealed)?;
         let session: Session = serde_json::from_slice(&plain).ok()?;
-        if session.id.is_empty() {
-            // Sealed before sessions had ids: it could not be revoked, so it is not accepted.
-            return None;
-        }
-        if now >= self.end_of(&session) || session.created_at > now.saturating_add(SKEW_SECS) {
-            return None;
-        }
-        Some(session)
+        // Sealed before sessions had ids: it could not be revoked, so it is not accepted.
+        (!session.id.is_empty()).then_some(session)
+    }
+
+    /// Whether `session` is within `max_lifetime` at `now` (and not made in the future).
+    pub fn is_current(&self, session: &Session, now: u64) -> bool {
+        now < self.end_of(session) && session.created_at <= now.saturating_add(SKEW_SECS)
     }
 
     /// `Set-Cookie` lines holding only the sealed session id (the `redis` store), for a session

@@ -87,8 +87,9 @@ pub struct RedisStore {
     /// Sessions read from Redis in the last [`CACHE_TTL`], by id; `None` in a Cluster.
     recent: Option<moka::future::Cache<String, Arc<Session>>>,
     /// Session ids by the sealed cookie value that names them (a fact that never changes, so
-    /// a busy cookie is not opened again on every request).
-    ids: moka::future::Cache<String, Arc<str>>,
+    /// a busy cookie is not opened again on every request). Compared byte for byte on a hit,
+    /// as in `session::opened`; the seeded hash only picks the slot.
+    ids: moka::future::Cache<Arc<str>, Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -126,7 +127,9 @@ impl RedisStore {
             logout_tokens: Revocations::in_redis(redis.clone()),
             locks: RefreshLocks::new(MAX_REFRESH_LOCKS),
             unavailable: RefreshMemory::new(MAX_REFRESH_MEMORY),
-            ids: moka::future::Cache::new(CACHE_CAPACITY),
+            ids: moka::future::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             recent: (!redis.is_cluster()).then(|| {
                 moka::future::Cache::builder()
                     .max_capacity(CACHE_CAPACITY)
@@ -159,32 +162,36 @@ impl RedisStore {
 
     /// The session named by the cookie, as Redis has it (or had it less than [`CACHE_TTL`] ago,
     /// with Redis answering now).
-    pub(super) async fn load(&self, cookie_header: &str, now: u64) -> Result<Option<Session>, StoreDown> {
-        let Some(id) = self.session_id(cookie_header).await else {
+    pub(super) async fn load(
+        &self,
+        sealed: Option<&str>,
+        now: u64,
+    ) -> Result<Option<Arc<Session>>, StoreDown> {
+        let Some(id) = self.session_id(sealed).await else {
             return Ok(None);
         };
         let Some(recent) = &self.recent else {
-            return self.fetch(&id, now).await;
+            return Ok(self.fetch(&id, now).await?.map(Arc::new));
         };
         if let Some(kept) = recent.get(&*id).await {
             self.redis.confirm_up().await?;
-            return Ok((now < self.codec.end_of(&kept)).then(|| Session::clone(&kept)));
+            return Ok((now < self.codec.end_of(&kept)).then_some(kept));
         }
-        let session = self.fetch(&id, now).await?;
+        let session = self.fetch(&id, now).await?.map(Arc::new);
         if let Some(s) = &session {
-            recent.insert(id.to_string(), Arc::new(s.clone())).await;
+            recent.insert(id.to_string(), s.clone()).await;
         }
         Ok(session)
     }
 
-    /// The session id the cookie's sealed value names, if it opens.
-    async fn session_id(&self, cookie_header: &str) -> Option<Arc<str>> {
-        let sealed = super::cookies::get_chunked(cookie_header, &self.codec.cookie_name)?;
-        if let Some(id) = self.ids.get(&sealed).await {
+    /// The session id a sealed cookie value names, if it opens.
+    async fn session_id(&self, sealed: Option<&str>) -> Option<Arc<str>> {
+        let sealed = sealed?;
+        if let Some(id) = self.ids.get(sealed).await {
             return Some(id);
         }
-        let id: Arc<str> = self.codec.open_session_ref(&sealed)?.into();
-        self.ids.insert(sealed, id.clone()).await;
+        let id: Arc<str> = self.codec.open_session_ref(sealed)?.into();
+        self.ids.insert(sealed.into(), id.clone()).await;
         Some(id)
     }
 

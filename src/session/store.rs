@@ -34,6 +34,8 @@ use moka::Expiry;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::cookies::RequestCookies;
+use super::opened::OpenedSessions;
 pub use super::redis_store::RedisStore;
 use super::redis_store::SharedLock;
 use super::revocations::Revocations;
@@ -86,10 +88,28 @@ impl SessionStore {
     /// The session in a `cookie` header: one that opens, has an id, is within `max_lifetime`
     /// and was not revoked (neither itself nor its `sid`/`sub`). Expiry of its ID token is the
     /// caller's business (refresh). `Err` when the store (Redis) cannot be asked: answer 503.
-    pub async fn load(&self, cookie_header: &str, now: u64) -> Result<Option<Session>, StoreDown> {
+    pub async fn load(&self, cookie_header: &str, now: u64) -> Result<Option<Arc<Session>>, StoreDown> {
+        let cookies = RequestCookies::parse(cookie_header, &self.codec().cookie_name);
+        self.load_sealed(cookies.session.as_deref(), now).await
+    }
+
+    /// As `load`, given the session cookie's value (`RequestCookies::session`) when the
+    /// caller has already read the header.
+    pub async fn load_sealed(
+        &self,
+        sealed: Option<&str>,
+        now: u64,
+    ) -> Result<Option<Arc<Session>>, StoreDown> {
         match self {
-            SessionStore::Cookie(s) => s.load(cookie_header, now).await,
-            SessionStore::Redis(s) => s.load(cookie_header, now).await,
+            SessionStore::Cookie(s) => s.load(sealed, now).await,
+            SessionStore::Redis(s) => s.load(sealed, now).await,
+        }
+    }
+
+    fn codec(&self) -> &SessionCodec {
+        match self {
+            SessionStore::Cookie(s) => &s.codec,
+            SessionStore::Redis(s) => s.codec(),
         }
     }
 
@@ -119,11 +139,7 @@ impl SessionStore {
 
     /// `Set-Cookie` lines deleting the session's cookies.
     pub fn clear(&self, domain: Option<&str>, present: &[&str]) -> Vec<String> {
-        let codec = match self {
-            SessionStore::Cookie(s) => &s.codec,
-            SessionStore::Redis(s) => s.codec(),
-        };
-        codec.clear_session(domain, present.iter().copied())
+        self.codec().clear_session(domain, present.iter().copied())
     }
 
     /// Revokes `session` until its `max_lifetime` runs out, so no copy of its cookie works.
@@ -268,6 +284,8 @@ pub struct CookieStore {
     recent: RefreshMemory,
     /// Logout-token ids already used.
     logout_tokens: Revocations,
+    /// Cookie values already opened (`session::opened`).
+    opened: OpenedSessions,
 }
 
 impl CookieStore {
@@ -289,11 +307,25 @@ impl CookieStore {
             locks: RefreshLocks::new(MAX_REFRESH_LOCKS),
             recent: RefreshMemory::new(MAX_REFRESH_MEMORY),
             logout_tokens,
+            opened: OpenedSessions::new(super::opened::DEFAULT_CAPACITY_BYTES),
         }
     }
 
-    async fn load(&self, cookie_header: &str, now: u64) -> Result<Option<Session>, StoreDown> {
-        let Some(session) = self.codec.read_session(cookie_header, now) else {
+    /// Keeps at most `bytes` of opened session cookies (`caches.sessions`).
+    pub fn with_opened_capacity(mut self, bytes: u64) -> CookieStore {
+        self.opened = OpenedSessions::new(bytes);
+        self
+    }
+
+    async fn load(&self, sealed: Option<&str>, now: u64) -> Result<Option<Arc<Session>>, StoreDown> {
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let opened = self
+            .opened
+            .get_or_open(sealed, |s| self.codec.open_session(s))
+            .await;
+        let Some(session) = opened.filter(|s| self.codec.is_current(s, now)) else {
             return Ok(None);
         };
         // The session's id, then (when any may be revoked) its `sub` and its `sid` (or the
@@ -520,9 +552,9 @@ mod tests {
         let t = now();
         let s = session("aWQtMQ", "u", Some("sid-1"), t - 10);
         let h = header(&st, &s).await;
-        assert_eq!(st.load(&h, t).await.unwrap(), Some(s.clone()));
+        assert_eq!(st.load(&h, t).await.unwrap().as_deref().cloned(), Some(s.clone()));
         st.revoke(&s).await.unwrap();
-        assert_eq!(st.load(&h, t).await.unwrap(), None);
+        assert_eq!(st.load(&h, t).await.unwrap().as_deref().cloned(), None);
         let clear = st.clear(Some(".example.com"), &["_s"]);
         assert!(clear[0].starts_with("_s=;"), "{clear:?}");
     }
@@ -535,17 +567,20 @@ mod tests {
         let b = session("aWQtMg", "u", Some("sid-2"), t - 10);
         let (ha, hb) = (header(&st, &a).await, header(&st, &b).await);
         assert_eq!(st.revoke_sid("https://idp", "sid-1", None).await.unwrap(), None);
-        assert_eq!(st.load(&ha, t).await.unwrap(), None);
-        assert_eq!(st.load(&hb, t).await.unwrap(), Some(b));
+        assert_eq!(st.load(&ha, t).await.unwrap().as_deref().cloned(), None);
+        assert_eq!(st.load(&hb, t).await.unwrap().as_deref().cloned(), Some(b));
         // The same sid at another issuer is another IdP session.
         let mut other = session("aWQtMw", "u", Some("sid-1"), t - 10);
         other.iss = "https://other".into();
         let ho = header(&st, &other).await;
-        assert_eq!(st.load(&ho, t).await.unwrap(), Some(other));
+        assert_eq!(st.load(&ho, t).await.unwrap().as_deref().cloned(), Some(other));
         // A login after the revocation is a new session.
         let later = session("aWQtNA", "u", Some("sid-1"), t + 2);
         let hl = header(&st, &later).await;
-        assert_eq!(st.load(&hl, t + 3).await.unwrap(), Some(later));
+        assert_eq!(
+            st.load(&hl, t + 3).await.unwrap().as_deref().cloned(),
+            Some(later)
+        );
     }
 
     #[tokio::test]
@@ -561,9 +596,9 @@ mod tests {
             header(&st, &c).await,
         );
         assert_eq!(st.revoke_sub("https://idp", "u").await.unwrap(), None);
-        assert_eq!(st.load(&ha, t).await.unwrap(), None);
-        assert_eq!(st.load(&hb, t).await.unwrap(), None);
-        assert_eq!(st.load(&hc, t).await.unwrap(), Some(c));
+        assert_eq!(st.load(&ha, t).await.unwrap().as_deref().cloned(), None);
+        assert_eq!(st.load(&hb, t).await.unwrap().as_deref().cloned(), None);
+        assert_eq!(st.load(&hc, t).await.unwrap().as_deref().cloned(), Some(c));
         // Nothing to revoke: nothing changes.
         st.revoke_sub("https://idp", "").await.unwrap();
         st.revoke_sid("https://idp", "", None).await.unwrap();
@@ -579,18 +614,21 @@ mod tests {
         let stranger = session("aWQtNA", "v", None, t - 10);
         let h: Vec<String> = headers(&st, &[&with_sid, &other_sid, &without, &stranger]).await;
         st.revoke_sid("https://idp", "sid-1", Some("u")).await.unwrap();
-        assert_eq!(st.load(&h[0], t).await.unwrap(), None);
+        assert_eq!(st.load(&h[0], t).await.unwrap().as_deref().cloned(), None);
         assert_eq!(
-            st.load(&h[1], t).await.unwrap(),
+            st.load(&h[1], t).await.unwrap().as_deref().cloned(),
             Some(other_sid),
             "another IdP session goes on"
         );
         assert_eq!(
-            st.load(&h[2], t).await.unwrap(),
+            st.load(&h[2], t).await.unwrap().as_deref().cloned(),
             None,
             "no sid to name it by: the sub does"
         );
-        assert_eq!(st.load(&h[3], t).await.unwrap(), Some(stranger));
+        assert_eq!(
+            st.load(&h[3], t).await.unwrap().as_deref().cloned(),
+            Some(stranger)
+        );
     }
 
     async fn headers(st: &SessionStore, sessions: &[&Session]) -> Vec<String> {
@@ -612,8 +650,11 @@ mod tests {
         let mut after = session("aWQtMg", "u", None, t);
         after.created_at_ms = now_ms() + 1;
         let h_after = header(&st, &after).await;
-        assert_eq!(st.load(&h_before, t).await.unwrap(), None);
-        assert_eq!(st.load(&h_after, t).await.unwrap(), Some(after));
+        assert_eq!(st.load(&h_before, t).await.unwrap().as_deref().cloned(), None);
+        assert_eq!(
+            st.load(&h_after, t).await.unwrap().as_deref().cloned(),
+            Some(after)
+        );
     }
 
     #[tokio::test]
