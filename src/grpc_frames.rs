@@ -1,24 +1,77 @@
-//! Cuts the gRPC listener's response bodies into small HTTP/2 DATA frames, so that answers to
-//! many `Check` calls on one connection leave in one write.
+//! Cuts the gRPC listener's response bodies into DATA frames small enough that h2 copies them
+//! into its write buffer, so that answers to many `Check` calls on one connection leave in one
+//! write.
 //!
-//! Why: the h2 crate copies a DATA frame shorter than 256 bytes into its write buffer, but queues
-//! a longer one by reference and flushes (one `writev`) before it buffers the next frame. An
-//! allow that carries `authorization: Bearer <ID token>` is ~1.3 KB, so every answer cost at
-//! least one system call, and the kernel's loopback send was the largest single cost of a
-//! decision (`bench/`). Envoy multiplexes its ext_authz calls on one HTTP/2 connection per
-//! worker, so it gains as much as we do. In pieces under the threshold the same bytes are
-//! copied into the buffer and many answers share one `writev` (9 bytes of frame header per
-//! piece). Trailers and errors pass through unchanged; only the framing differs on the wire.
+//! Why: the h2 crate copies a DATA frame shorter than its "chain threshold" into its write
+//! buffer, but queues a longer one by reference and flushes (one more system call) before it
+//! buffers the next frame. An allow that carries `authorization: Bearer <ID token>` is ~1.3 KB,
+//! so every answer cost at least one system call, and the kernel's loopback send was the
+//! largest single cost of a decision (`bench/`). Envoy multiplexes its ext_authz calls on one
+//! HTTP/2 connection per worker, so it gains as much as we do.
+//!
+//! The threshold is 256 bytes on a connection that can write vectored and 1 KB on one that
+//! cannot. Every frame is copied into one buffer anyway, so vectored writes buy nothing here:
+//! [`WholeWrites`] tells h2 the connection writes whole buffers, and an answer is cut into
+//! pieces of at most [`PIECE`] bytes (two for a 1.3 KB allow instead of six: fewer frames for
+//! h2 to queue and for Envoy to read). Trailers and errors pass through unchanged; only the
+//! framing differs on the wire.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::Connected;
 
-/// Largest DATA piece: under h2's 256-byte threshold (frames from 256 bytes are written on their
-/// own), less a margin.
-pub const PIECE: usize = 240;
+/// Largest DATA piece: under h2's 1 KB threshold for a connection without vectored writes
+/// (frames from 1024 bytes are written on their own), less a margin.
+pub const PIECE: usize = 1000;
+
+/// A connection that writes whole buffers (`is_write_vectored` is false), so that h2 copies
+/// DATA frames under 1 KB into its buffer instead of 256 bytes.
+#[derive(Debug)]
+pub struct WholeWrites<IO>(pub IO);
+
+impl<IO: AsyncRead + Unpin> AsyncRead for WholeWrites<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for WholeWrites<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+impl<IO: Connected> Connected for WholeWrites<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
+}
 
 /// A body whose DATA frames are at most [`PIECE`] bytes.
 pub struct SmallFrames<B> {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use futures_util::TryStreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -183,7 +184,9 @@ pub async fn run(
         .add_service(health_service)
         .add_service(check)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(bound.grpc).with_nodelay(Some(true)),
+            tonic::transport::server::TcpIncoming::from(bound.grpc)
+                .with_nodelay(Some(true))
+                .map_ok(crate::grpc_frames::WholeWrites),
             async move {
                 let _ = grpc_shutdown.wait_for(|s| *s).await;
             },

@@ -3,7 +3,7 @@
 //! allocates nothing unless a regex condition matches.
 //!
 //! Conditions are bucketed by domain (exact hosts, wildcard suffixes, any host); inside a bucket
-//! by path kind (none, exact, prefix trie, one `RegexSet`). Every bucket keeps the lowest
+//! by path kind (none, exact, prefix trie, one multi-pattern regex). Every bucket keeps the lowest
 //! condition index it can answer, and the answer is the lowest index over the matching buckets.
 
 use std::collections::HashMap;
@@ -11,7 +11,9 @@ use std::fmt;
 
 /// Re-exported from `config`, where the schema lives, for callers that name it here.
 pub use crate::config::PathMatch;
-use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::RegexBuilder;
+use regex_automata::meta::Regex as MultiRegex;
+use regex_automata::{Anchored, Input, MatchKind};
 
 use super::domain::DomainPattern;
 use super::normalize::RequestPath;
@@ -361,15 +363,11 @@ impl BucketBuilder {
             None => None,
             Some(&(first, _)) => {
                 let (indices, patterns): (Vec<usize>, Vec<String>) = self.regexes.into_iter().unzip();
-                // Each pattern alone fits REGEX_SIZE_LIMIT, so their sum bounds the set.
-                let set = RegexSetBuilder::new(&patterns)
-                    .size_limit(REGEX_SIZE_LIMIT.saturating_mul(patterns.len()))
-                    .build()
-                    .map_err(|error| ConditionError {
-                        index: first,
-                        field: "path",
-                        message: format!("regex conditions of this domain do not compile together: {error}"),
-                    })?;
+                let set = RegexConditions::compile(&patterns).map_err(|error| ConditionError {
+                    index: first,
+                    field: "path",
+                    message: format!("regex conditions of this domain do not compile together: {error}"),
+                })?;
                 Some(RegexConditions {
                     set,
                     indices,
@@ -449,24 +447,40 @@ fn lower(a: Option<usize>, b: Option<usize>) -> Option<usize> {
     }
 }
 
-/// Regex conditions of one bucket, compiled into one set.
+/// Regex conditions of one bucket, compiled into one multi-pattern regex (the `regex` crate's
+/// own engine, `regex-automata`). Every pattern is anchored at both ends, so every match spans
+/// the whole path, and leftmost-first semantics then report the lowest-numbered pattern that
+/// matches: the first matching condition in one search, however many patterns the bucket
+/// holds (a `RegexSet` can only say which patterns match, and finding the first of a thousand
+/// costs a thousand).
 #[derive(Debug)]
 struct RegexConditions {
-    set: RegexSet,
+    set: MultiRegex,
     /// Condition index of each pattern of `set`, ascending.
     indices: Vec<usize>,
     min: usize,
 }
 
 impl RegexConditions {
+    fn compile(patterns: &[String]) -> Result<MultiRegex, String> {
+        // Each pattern alone fits REGEX_SIZE_LIMIT, so their sum bounds the whole.
+        let limit = REGEX_SIZE_LIMIT.saturating_mul(patterns.len());
+        MultiRegex::builder()
+            .configure(
+                MultiRegex::config()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    // As `RegexSetBuilder::size_limit` sets; the lazy DFA's cache keeps the
+                    // default bound (2 MiB per searching thread).
+                    .nfa_size_limit(Some(limit))
+                    .onepass_size_limit(Some(limit)),
+            )
+            .build_many(patterns)
+            .map_err(|error| error.to_string())
+    }
+
     fn first_match(&self, path: &str) -> Option<usize> {
-        // `is_match` allocates nothing; `matches` allocates one flag per pattern, so it runs only
-        // when there is a match to locate.
-        if !self.set.is_match(path) {
-            return None;
-        }
-        let first = self.set.matches(path).iter().next()?;
-        self.indices.get(first).copied()
+        let found = self.set.search(&Input::new(path).anchored(Anchored::Yes))?;
+        self.indices.get(found.pattern().as_usize()).copied()
     }
 }
 

@@ -62,6 +62,11 @@ impl OpenedSessions {
         Some(session)
     }
 
+    /// Runs the cache's pending housekeeping (so that `usage` is current).
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
     /// Entries kept and their weight in bytes, as of the cache's last housekeeping.
     pub fn usage(&self) -> (u64, u64) {
         (self.cache.entry_count(), self.cache.weighted_size())
@@ -130,7 +135,7 @@ mod tests {
         for i in 0..100 {
             assert!(opened.get_or_open(&format!("bad-{i}"), |_| None).await.is_none());
         }
-        opened.cache.run_pending_tasks().await;
+        opened.run_pending_tasks().await;
         assert_eq!(opened.usage().0, 0);
     }
 
@@ -144,7 +149,7 @@ mod tests {
                 .get_or_open(&format!("sealed-{i}"), |_| Some(session(&i.to_string())))
                 .await;
         }
-        opened.cache.run_pending_tasks().await;
+        opened.run_pending_tasks().await;
         let (entries, bytes) = opened.usage();
         assert!(bytes <= 64 * 1024, "{bytes} bytes kept");
         assert!(entries < 64, "{entries} entries kept");

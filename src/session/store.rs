@@ -546,6 +546,42 @@ mod tests {
             .join("; ")
     }
 
+    /// The opened-session cache keeps what a cookie opens to, never whether it may be used: a
+    /// cookie already opened (and kept) is refused as soon as its IdP session is logged out
+    /// or its `max_lifetime` has passed.
+    #[tokio::test]
+    async fn a_kept_session_is_still_refused_when_revoked_or_past_its_lifetime() {
+        let st = store();
+        let t = now();
+        let a = session("aWQtYQ", "u", Some("sid-a"), t - 10);
+        let b = session("aWQtYg", "v", Some("sid-b"), t - 10);
+        let (ha, hb) = (header(&st, &a).await, header(&st, &b).await);
+        for _ in 0..3 {
+            assert!(st.load(&ha, t).await.unwrap().is_some());
+            assert!(st.load(&hb, t).await.unwrap().is_some());
+        }
+        let SessionStore::Cookie(cookie_store) = &st else {
+            unreachable!("store() is a cookie store")
+        };
+        cookie_store.opened.run_pending_tasks().await;
+        assert_eq!(cookie_store.opened.usage().0, 2, "both cookies are kept");
+
+        st.revoke_sid("https://idp", "sid-a", None).await.unwrap();
+        assert_eq!(
+            st.load(&ha, t).await.unwrap(),
+            None,
+            "a kept cookie of a logged-out sid"
+        );
+        assert!(st.load(&hb, t).await.unwrap().is_some());
+        // test_codec(3600): max_lifetime is one hour from created_at.
+        assert_eq!(
+            st.load(&hb, t - 10 + 3600).await.unwrap(),
+            None,
+            "past max_lifetime"
+        );
+        assert!(st.load(&hb, t - 10 + 3599).await.unwrap().is_some());
+    }
+
     #[tokio::test]
     async fn a_saved_session_loads_until_it_is_revoked() {
         let st = store();

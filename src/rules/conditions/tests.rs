@@ -478,3 +478,32 @@ fn linear_match(spec: &ConditionSpec<'_>, host: &str, path: &str) -> bool {
     };
     domain_ok && path_ok
 }
+
+proptest::proptest! {
+    /// One multi-pattern search names the lowest-numbered regex condition that matches the
+    /// whole path: the same answer as trying each pattern alone, in order.
+    #[test]
+    fn the_first_regex_to_match_is_the_one_named(
+        patterns in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "/a", "/a.*", "/a/[0-9]+", "/[ab]+", ".*", "/b/.*\\.css", "/a/b", "/(a|b)/c",
+                "/a/?", "/x{2,3}", "/.*/c", "[^/]*", "/a/[0-9]+/edit",
+            ]),
+            1..12,
+        ),
+        path in proptest::sample::select(vec![
+            "/a", "/a/", "/a/12", "/a/12/edit", "/ab", "/b/x.css", "/a/b", "/b/c", "/xx", "/xxxx",
+            "/", "", "/q/c", "/A",
+        ]),
+    ) {
+        let specs: Vec<ConditionSpec<'_>> = patterns
+            .iter()
+            .map(|p| cond(None, Some(p), PathMatch::Regex))
+            .collect();
+        let index = compile(&specs);
+        let expected = patterns.iter().position(|p| {
+            regex::Regex::new(&format!("^(?:{p})$")).is_ok_and(|re| re.is_match(path))
+        });
+        proptest::prop_assert_eq!(index.first_match("h.example.com", path), expected);
+    }
+}
