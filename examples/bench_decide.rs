@@ -101,6 +101,19 @@ async fn run(config_path: &Path, request_path: &Path, budget: Duration) -> Resul
     let now = oidc_authz::app::now();
     let name = app.sessions.cookie_name.clone();
 
+    // The size of the decision's future: it is moved (copied) as it is wrapped and boxed.
+    let empty = std::collections::HashMap::new();
+    let facts = oidc_authz::authorize::RequestFacts {
+        method: "GET",
+        scheme: "https",
+        authority: "app.bench.test",
+        raw_path: "/",
+        headers: &empty,
+    };
+    let future = oidc_authz::authorize::authorize(&app, facts, now);
+    let future_bytes = std::mem::size_of_val(&future);
+    drop(future);
+
     // The request must take the session path, or the numbers mean nothing.
     let before = allow_sessions(&app);
     let response = service
@@ -113,13 +126,14 @@ async fn run(config_path: &Path, request_path: &Path, budget: Duration) -> Resul
         return Err("the request was not allowed through the session path".into());
     }
     let response_bytes = response.encode_to_vec();
-    let empty = CheckResponse::default().encode_to_vec();
+    let noop_answer = CheckResponse::default().encode_to_vec();
     println!(
-        "request {} bytes, cookie {} bytes, response {} bytes (noop's: {} bytes)",
+        "request {} bytes, cookie {} bytes, response {} bytes (noop's: {} bytes), decision future {} bytes",
         body.len(),
         cookie.len(),
         response_bytes.len(),
-        empty.len()
+        noop_answer.len(),
+        future_bytes
     );
 
     let b = budget;

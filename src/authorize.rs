@@ -159,7 +159,9 @@ async fn decide<'r>(
             let query = req.raw_path.split_once('?').map_or("", |(_, q)| q);
             Decision::respond(
                 Outcome::Callback,
-                crate::login::complete(app, rule, query, cookie_header, now).await,
+                // Boxed: the code exchange's future is large and this path is rare; inline, it
+                // would make every decision's future (moved as it is wrapped) as large.
+                Box::pin(crate::login::complete(app, rule, query, cookie_header, now)).await,
             )
         }
         Route::Public { .. } => {
@@ -238,10 +240,13 @@ async fn login_with(
                 // `response_headers_to_add`) or not (a 403 under this rule must not lose a
                 // session that others accept: its old refresh token may be spent).
                 let present: Vec<&str> = cookies::pairs(cookie_header).map(|(n, _)| n).collect();
-                let set = match app
-                    .session_store
-                    .save(&session, rule.cookie_domain.as_deref(), &present, now)
-                    .await
+                let set = match Box::pin(app.session_store.save(
+                    &session,
+                    rule.cookie_domain.as_deref(),
+                    &present,
+                    now,
+                ))
+                .await
                 {
                     Ok(set) => set,
                     Err(down) => return store_down(req, &rule.name, &down),
@@ -268,7 +273,9 @@ async fn login_with(
             );
         };
         let expected = Expectation::bearer(&rule.client_id, &rule.audiences);
-        return match provider.verify(token, &expected, now).await {
+        // Boxed, as the callback above: a key fetch's future is large; a verified token is
+        // found in the cache.
+        return match Box::pin(provider.verify(token, &expected, now)).await {
             Ok(claims) => match Identity::from_claims(&claims, rule.allowed.allow_unverified_email) {
                 Some(identity) => {
                     if let Err(e) = check_allowed(&rule.allowed, &identity) {
@@ -308,7 +315,7 @@ async fn login_with(
     // 3. No usable credentials.
     if is_navigation(req) {
         // A login that could not be stored at its end is not started.
-        if let Err(down) = app.session_store.ready().await {
+        if let Err(down) = Box::pin(app.session_store.ready()).await {
             return store_down(req, &rule.name, &down);
         }
         let return_url = request_url(req);

@@ -72,9 +72,11 @@ pub async fn fresh(app: &App, rule: &Rule, session: Arc<Session>, now: u64) -> R
             // Nothing to refresh with: the session ends with its token.
             return Ok(Fresh::Ended);
         }
-        let (result, granted) = match app.session_store.recent_refresh(&session).await? {
+        // Boxed: a refresh's future (the lock, the grant, the IdP call) is large, and it runs
+        // once per token lifetime; inline, every request's future would carry its size.
+        let (result, granted) = match Box::pin(app.session_store.recent_refresh(&session)).await? {
             Some(result) => (result, false),
-            None => (refresh_locked(app, rule, &session, now).await?, true),
+            None => (Box::pin(refresh_locked(app, rule, &session, now)).await?, true),
         };
         match result {
             RefreshResult::Renewed(next) => {
