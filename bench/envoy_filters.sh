@@ -48,6 +48,11 @@
 #   ONLY="ext_authz-noop oidc-authz-cookie ..."  measure only these listeners (default: all).
 #                 Envoy still configures every listener; ext_authz-noop is required whenever an
 #                 oidc-authz-* listener is in the set (its ratios are to ext_authz-noop)
+#   ANSWER=1      1 = also the listener ext_authz-noop-answer: ext_authz -> the do-nothing server
+#                 answering every Check with oidc-authz's own answer to the session request
+#                 (recorded once, byte for byte), so Envoy's cost of applying the answer (identity
+#                 headers, the 1 KB bearer token, the rewritten cookie) is told apart from
+#                 oidc-authz's cost of deciding it
 #   BASELINE_BIN= path of another oidc-authz binary: adds the oidc-authz-baseline-cookie listener
 #                 (see above) and the line `oidc-authz-cookie / oidc-authz-baseline-cookie` (median
 #                 of the per-round ratios of total CPU) at the end of the report
@@ -79,6 +84,7 @@ ENVOY_BIN=${ENVOY_BIN:-}
 UPSTREAM_TOKEN=${UPSTREAM_TOKEN:-id_token}
 ONLY=${ONLY:-}
 BASELINE_BIN=${BASELINE_BIN:-}
+ANSWER=${ANSWER:-1}
 P2_TARGET=1.10
 P3_TARGET_MS=0.3
 PATH_Q='/dashboard?tab=overview'
@@ -133,7 +139,9 @@ fi
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS=$ROUNDS must be at least 1"
 
 # The configured listeners (all of them, in report order), and the measured ones (ONLY).
-ALL_LISTENERS=(none ext_authz-noop oidc-authz-cookie)
+ALL_LISTENERS=(none ext_authz-noop)
+if [[ $ANSWER == 1 ]]; then ALL_LISTENERS+=(ext_authz-noop-answer); fi
+ALL_LISTENERS+=(oidc-authz-cookie)
 if [[ -n $BASELINE_BIN ]]; then
     [[ -f $BASELINE_BIN && -x $BASELINE_BIN ]] || die "BASELINE_BIN=$BASELINE_BIN is not an executable file"
     ALL_LISTENERS+=(oidc-authz-baseline-cookie)
@@ -202,7 +210,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 read -r GRPC HTTP AUTHZ_ADMIN NOOP IDP ENVOY_ADMIN P_NONE P_NOOP P_COOKIE P_BEARER P_OAUTH2 \
-    P_JWT_CACHE P_JWT_NOCACHE B_GRPC B_HTTP B_ADMIN P_BASELINE <<<"$(free_ports 17)"
+    P_JWT_CACHE P_JWT_NOCACHE B_GRPC B_HTTP B_ADMIN P_BASELINE NOOP_ANSWER P_NOOP_ANSWER <<<"$(free_ports 19)"
 ISSUER="http://127.0.0.1:$IDP"
 
 CONFIG="$WORK/oidc-authz.yaml"
@@ -281,6 +289,10 @@ if [[ -n $BASELINE_BIN ]]; then
     PORTS_JSON=$(python3 -c 'import json, sys; p = json.loads(sys.argv[1]); p["authz_baseline_grpc"] = int(sys.argv[2]); p["listeners"]["oidc_authz_baseline_cookie"] = int(sys.argv[3]); print(json.dumps(p))' \
         "$PORTS_JSON" "$B_GRPC" "$P_BASELINE")
 fi
+if [[ $ANSWER == 1 ]]; then
+    PORTS_JSON=$(python3 -c 'import json, sys; p = json.loads(sys.argv[1]); p["noop_answer"] = int(sys.argv[2]); p["listeners"]["ext_authz_noop_answer"] = int(sys.argv[3]); print(json.dumps(p))' \
+        "$PORTS_JSON" "$NOOP_ANSWER" "$P_NOOP_ANSWER")
+fi
 python3 "$HELPERS/setup.py" bootstrap "$WORK" "$PORTS_JSON" || die "cannot write the Envoy bootstrap"
 timeout 120 "$ENVOY_BIN" --mode validate -c "$WORK/envoy.json" >"$WORK/envoy-validate.log" 2>&1 ||
     die "envoy --mode validate refused the bootstrap (see $WORK/envoy-validate.log)"
@@ -308,6 +320,20 @@ AUTHZ_PID=$!; PIDS+=("$AUTHZ_PID")
 wait_port "$NOOP" 20 || die "noop server did not listen (see $WORK/noop.log)"
 wait_port "$GRPC" 20 || die "oidc-authz did not listen (see $WORK/oidc-authz.log)"
 wait_port "$HTTP" 20 || die "oidc-authz HTTP listener did not listen"
+# The do-nothing server again, answering every Check with oidc-authz's own answer to the
+# session request (recorded here, byte for byte): Envoy's cost of applying that answer, apart
+# from oidc-authz's cost of deciding it.
+NOOP_ANSWER_PID=
+if [[ $ANSWER == 1 ]]; then
+    curl -fsS --max-time 10 --http2-prior-knowledge -o "$WORK/answer.grpc" \
+        -H 'content-type: application/grpc' -H 'te: trailers' --data-binary "@$WORK/check_request.grpc" \
+        "http://127.0.0.1:$GRPC/envoy.service.auth.v3.Authorization/Check" || die "cannot record oidc-authz's answer"
+    grep -aq x-auth-request-user "$WORK/answer.grpc" || die "oidc-authz's recorded answer is not an allow with identity headers"
+    "$REL/examples/bench_noop_check" "127.0.0.1:$NOOP_ANSWER" --answer "$WORK/answer.grpc" >"$WORK/noop-answer.log" 2>&1 &
+    NOOP_ANSWER_PID=$!; PIDS+=("$NOOP_ANSWER_PID")
+    wait_port "$NOOP_ANSWER" 20 || die "noop-answer server did not listen (see $WORK/noop-answer.log)"
+    log "ext_authz-noop-answer: the do-nothing server sends oidc-authz's answer ($(stat -c %s "$WORK/answer.grpc") bytes)"
+fi
 BASELINE_PID=
 if [[ -n $BASELINE_BIN ]]; then
     "$BASELINE_BIN" serve --config "$BASELINE_CONFIG" >"$WORK/oidc-authz-baseline.log" 2>&1 &
@@ -322,6 +348,7 @@ fi
 ENVOY_PID=$!; PIDS+=("$ENVOY_PID")
 ENVOY_PORTS=("$ENVOY_ADMIN" "$P_NONE" "$P_NOOP" "$P_COOKIE" "$P_BEARER" "$P_OAUTH2" "$P_JWT_CACHE" "$P_JWT_NOCACHE")
 if [[ -n $BASELINE_BIN ]]; then ENVOY_PORTS+=("$P_BASELINE"); fi
+if [[ $ANSWER == 1 ]]; then ENVOY_PORTS+=("$P_NOOP_ANSWER"); fi
 for p in "${ENVOY_PORTS[@]}"; do
     wait_port "$p" 30 || die "Envoy did not listen on $p (see $WORK/envoy.log)"
 done
@@ -336,15 +363,15 @@ grep -q envoy "/proc/$ENVOY_PID/comm" || die "PID $ENVOY_PID is $(cat "/proc/$EN
 # ---------------------------------------------------------------- the listeners
 # LISTENERS (the measured ones, in report order) and ALL_LISTENERS were set at the top.
 log "measured listeners: ${LISTENERS[*]}"
-declare -A PORT_OF=([none]=$P_NONE [ext_authz-noop]=$P_NOOP [oidc-authz-cookie]=$P_COOKIE
+declare -A PORT_OF=([none]=$P_NONE [ext_authz-noop]=$P_NOOP [ext_authz-noop-answer]=$P_NOOP_ANSWER [oidc-authz-cookie]=$P_COOKIE
     [oidc-authz-bearer]=$P_BEARER [oauth2-native]=$P_OAUTH2 [jwt_authn-cache]=$P_JWT_CACHE
     [jwt_authn-nocache]=$P_JWT_NOCACHE [oidc-authz-baseline-cookie]=$P_BASELINE)
-declare -A STAT_OF=([none]=none [ext_authz-noop]=ext_authz_noop [oidc-authz-cookie]=oidc_authz_cookie
+declare -A STAT_OF=([none]=none [ext_authz-noop]=ext_authz_noop [ext_authz-noop-answer]=ext_authz_noop_answer [oidc-authz-cookie]=oidc_authz_cookie
     [oidc-authz-bearer]=oidc_authz_bearer [oauth2-native]=oauth2_native [jwt_authn-cache]=jwt_authn_cache
     [jwt_authn-nocache]=jwt_authn_nocache [oidc-authz-baseline-cookie]=oidc_authz_baseline_cookie)
 declare -A AUTHZ_PID_OF=([ext_authz-noop]=$NOOP_PID [oidc-authz-cookie]=$AUTHZ_PID [oidc-authz-bearer]=$AUTHZ_PID)
 # Envoy's counter of the filter's allow decisions (besides downstream_rq_2xx, checked for all).
-declare -A ENVOY_COUNTER_OF=([ext_authz-noop]=ext_authz.ok [oidc-authz-cookie]=ext_authz.ok
+declare -A ENVOY_COUNTER_OF=([ext_authz-noop]=ext_authz.ok [ext_authz-noop-answer]=ext_authz.ok [oidc-authz-cookie]=ext_authz.ok
     [oidc-authz-bearer]=ext_authz.ok [oauth2-native]=oauth_success [jwt_authn-cache]=jwt_authn.allowed
     [jwt_authn-nocache]=jwt_authn.allowed [oidc-authz-baseline-cookie]=ext_authz.ok)
 # oidc-authz's own count of the expected decision: rule/outcome of oidc_authz_check_total, read
@@ -353,6 +380,7 @@ declare -A AUTHZ_OUTCOME_OF=([oidc-authz-cookie]='bench allow_session' [oidc-aut
     [oidc-authz-baseline-cookie]='bench allow_session')
 declare -A METRICS_PORT_OF=([oidc-authz-cookie]=$HTTP [oidc-authz-bearer]=$HTTP [oidc-authz-baseline-cookie]=$B_HTTP)
 if [[ -n $BASELINE_BIN ]]; then AUTHZ_PID_OF[oidc-authz-baseline-cookie]=$BASELINE_PID; fi
+if [[ $ANSWER == 1 ]]; then AUTHZ_PID_OF[ext_authz-noop-answer]=$NOOP_ANSWER_PID; fi
 
 # Every listener gets the same browser-like request. The credential: the oidc-authz session
 # cookie (also sent to `none` and `ext_authz-noop`, so Envoy parses and forwards the same bytes
@@ -365,7 +393,7 @@ COMMON_H=(
 )
 headers_of() { # listener -> one header per line: host, then the credential
     case $1 in
-        none | ext_authz-noop | oidc-authz-cookie | oidc-authz-baseline-cookie) printf 'host: %s\ncookie: %s\n' "$APP_HOST" "$OIDC_COOKIE" ;;
+        none | ext_authz-noop | ext_authz-noop-answer | oidc-authz-cookie | oidc-authz-baseline-cookie) printf 'host: %s\ncookie: %s\n' "$APP_HOST" "$OIDC_COOKIE" ;;
         oauth2-native) printf 'host: %s\ncookie: %s\n' "$APP_HOST" "$OAUTH2_COOKIE" ;;
         oidc-authz-bearer | jwt_authn-*) printf 'host: %s\nauthorization: Bearer %s\n' "$API_HOST" "$JWT" ;;
     esac
@@ -441,7 +469,7 @@ spoil() { # listener -> its header file with the credential spoiled
     esac
 }
 for l in "${LISTENERS[@]}"; do
-    if [[ $l == none || $l == ext_authz-noop ]]; then continue; fi
+    if [[ $l == none || $l == ext_authz-noop || $l == ext_authz-noop-answer ]]; then continue; fi
     spoil "$l" >"$WORK/headers.$l.spoiled"
     cmp -s "$WORK/headers.$l.spoiled" "${HDRFILE_OF[$l]}" && die "$l: spoiling the credential changed nothing"
     h_args "$WORK/headers.$l.spoiled"

@@ -254,9 +254,11 @@ def bootstrap(work, ports_json):
                 }}]}]}
 
     baseline = "authz_baseline_grpc" in p
+    answer = "noop_answer" in p
     listeners = {
         "none": [],
         "ext_authz_noop": [ext_authz("noop_grpc")],
+        **({"ext_authz_noop_answer": [ext_authz("noop_answer_grpc")]} if answer else {}),
         "oidc_authz_cookie": [ext_authz("oidc_authz_grpc")],
         **({"oidc_authz_baseline_cookie": [ext_authz("oidc_authz_baseline_grpc")]} if baseline else {}),
         "oidc_authz_bearer": [ext_authz("oidc_authz_grpc")],
@@ -275,6 +277,7 @@ def bootstrap(work, ports_json):
             "listeners": [listener(n, p["listeners"][n], f) for n, f in listeners.items()],
             "clusters": [
                 cluster("noop_grpc", p["noop"], True),
+                *([cluster("noop_answer_grpc", p["noop_answer"], True)] if answer else []),
                 cluster("oidc_authz_grpc", p["authz_grpc"], True),
                 *([cluster("oidc_authz_baseline_grpc", p["authz_baseline_grpc"], True)] if baseline else []),
                 cluster("idp_down", 1, False),
