@@ -166,11 +166,15 @@ impl Generator {
     /// The `cookie` header of a browser holding a freshly sealed session.
     fn valid_cookie(&self, i: u64, now: u64) -> String {
         let session = self.session(i, now);
-        let lines = self
-            .codec
-            .write_session(&session, self.cookie_domain.as_deref(), std::iter::empty(), now);
+        let lines =
+            self.codec
+                .write_session(&session, self.cookie_domain.as_deref(), std::iter::empty(), now);
         let mut pairs: Vec<String> = vec![format!("_ga=GA1.1.{i}.1714042519")];
-        pairs.extend(lines.iter().map(|l| l.split(';').next().unwrap_or("").trim().to_string()));
+        pairs.extend(
+            lines
+                .iter()
+                .map(|l| l.split(';').next().unwrap_or("").trim().to_string()),
+        );
         pairs.join("; ")
     }
 
@@ -198,7 +202,10 @@ impl Generator {
     }
 
     fn valid_token(&self, i: u64, now: u64) -> Result<String, String> {
-        let (key, kid) = self.signing.as_ref().ok_or("valid-tokens needs --signing-key and --kid")?;
+        let (key, kid) = self
+            .signing
+            .as_ref()
+            .ok_or("valid-tokens needs --signing-key and --kid")?;
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid.clone());
         jsonwebtoken::encode(&header, &self.claims(i, now), key).map_err(|e| format!("cannot sign: {e}"))
@@ -349,7 +356,11 @@ async fn run(args: Args) -> Result<bool, String> {
         raw_path.push('?');
         raw_path.push_str(q);
     }
-    let rule = match route(&rules, &normalize_host(&authority), &RequestPath::parse(&raw_path)) {
+    let rule = match route(
+        &rules,
+        &normalize_host(&authority),
+        &RequestPath::parse(&raw_path),
+    ) {
         Route::Login { rule, .. } => rule,
         other => {
             return Err(format!(
@@ -362,7 +373,8 @@ async fn run(args: Args) -> Result<bool, String> {
     let signing = match (&args.signing_key, &args.kid) {
         (Some(path), Some(kid)) => {
             let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let key = EncodingKey::from_ec_pem(&pem).map_err(|e| format!("{}: not an EC PEM key: {e}", path.display()))?;
+            let key = EncodingKey::from_ec_pem(&pem)
+                .map_err(|e| format!("{}: not an EC PEM key: {e}", path.display()))?;
             Some((key, kid.clone()))
         }
         (None, None) => None,
@@ -449,7 +461,11 @@ async fn run(args: Args) -> Result<bool, String> {
     let step = (args.count / 10).max(1);
     let mut next_report = step;
     for i in 0..args.count {
-        let permit = semaphore.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let permit = semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
         while let Some(done) = tasks.try_join_next() {
             done.map_err(|e| format!("a request task failed: {e}"))??;
         }
