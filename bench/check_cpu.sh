@@ -64,35 +64,12 @@ REL="$ROOT/target/release"
 WORK=$(mktemp -d /tmp/oidc-authz-bench.XXXXXX)
 PIDS=()
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ $KEEP == 1 || $rc != 0 ]]; then
-        log "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+BENCH_NAME=bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools and build
-command -v curl >/dev/null || die "curl is required"
+for t in curl python3; do command -v "$t" >/dev/null || die "$t is required"; done
 if ! command -v h2load >/dev/null; then
     log "installing h2load (nghttp2-client)"
     timeout 600 apt-get install -y nghttp2-client >/dev/null 2>&1 ||
@@ -125,24 +102,6 @@ if [[ $NODELAY_SHIM == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------- ports and config
-free_ports() { # prints $1 free loopback TCP ports
-    if command -v python3 >/dev/null; then
-        python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-    else
-        local out=() p
-        while ((${#out[@]} < $1)); do
-            p=$((20000 + RANDOM % 30000))
-            ss -Htln "sport = :$p" | grep -q . || [[ " ${out[*]} " == *" $p "* ]] || out+=("$p")
-        done
-        echo "${out[*]}"
-    fi
-}
 read -r GRPC HTTP ADMIN NOOP GRPC2 HTTP2 GRPC3 HTTP3 REDIS_PORT GRPC4 HTTP4 NOOP_ANSWER <<<"$(free_ports 12)"
 
 write_config() { # grpc_port http_port file [store]
@@ -187,15 +146,6 @@ write_config "$GRPC" "$HTTP" "$CONFIG"
 "$REL/oidc-authz" validate --config "$CONFIG" >/dev/null || die "the bench config is invalid"
 
 # ---------------------------------------------------------------- servers
-wait_port() { # port seconds
-    local i
-    for i in $(seq 1 $(($2 * 10))); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 "$REL/examples/bench_noop_check" "127.0.0.1:$NOOP" >"$WORK/noop.log" 2>&1 &
 NOOP_PID=$!; PIDS+=("$NOOP_PID")
 "$REL/oidc-authz" serve --config "$CONFIG" >"$WORK/oidc-authz.log" 2>&1 &
@@ -288,15 +238,6 @@ for s in "${SERVERS[@]}"; do
 done
 
 # ---------------------------------------------------------------- helpers
-cpu_ticks() { # utime + stime of the whole process (all threads), in clock ticks
-    local s
-    s=$(<"/proc/$1/stat") || return 1
-    s=${s##*) } # fields after "(comm)": state is field 3, utime 14, stime 15
-    # shellcheck disable=SC2086
-    set -- $s
-    echo $((${12} + ${13}))
-}
-
 allow_session() { # metrics_port -> oidc_authz_check_total{rule="…",outcome="allow_session"}, summed
     # over rules (a build from before the `rule` label writes {outcome="allow_session"} alone)
     curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" |

@@ -98,32 +98,9 @@ HELPERS="$ROOT/bench/envoy_filters"
 WORK=$(mktemp -d /tmp/oidc-authz-envoy-bench.XXXXXX)
 PIDS=()
 
-log() { printf '[envoy-bench] %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ $KEEP == 1 || $rc != 0 ]]; then
-        log "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+BENCH_NAME=envoy-bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools, Envoy and build
 for t in curl python3 openssl; do command -v "$t" >/dev/null || die "$t is required"; done
@@ -200,15 +177,6 @@ for b in "$REL/oidc-authz" "$REL/examples/bench_noop_check" "$REL/examples/bench
 done
 
 # ---------------------------------------------------------------- ports, configs, credentials
-free_ports() { # prints $1 free loopback TCP ports
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
 read -r GRPC HTTP AUTHZ_ADMIN NOOP IDP ENVOY_ADMIN P_NONE P_NOOP P_COOKIE P_BEARER P_OAUTH2 \
     P_JWT_CACHE P_JWT_NOCACHE B_GRPC B_HTTP B_ADMIN P_BASELINE NOOP_ANSWER P_NOOP_ANSWER <<<"$(free_ports 19)"
 ISSUER="http://127.0.0.1:$IDP"
@@ -299,15 +267,6 @@ timeout 120 "$ENVOY_BIN" --mode validate -c "$WORK/envoy.json" >"$WORK/envoy-val
 log "bootstrap validated: $WORK/envoy.json"
 
 # ---------------------------------------------------------------- servers
-wait_port() { # port seconds
-    local i
-    for i in $(seq 1 $(($2 * 10))); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 python3 -m http.server --bind 127.0.0.1 --directory "$WORK/idp" "$IDP" >"$WORK/idp.log" 2>&1 &
 PIDS+=("$!")
 wait_port "$IDP" 20 || die "the static issuer did not listen (see $WORK/idp.log)"
@@ -410,15 +369,6 @@ h_args() { # header_file [h2load] -> the header arguments (-H …) for curl, or 
     done <"$1"
 }
 url_of() { echo "http://127.0.0.1:${PORT_OF[$1]}$PATH_Q"; }
-
-cpu_ticks() { # utime + stime of the whole process (all threads), in clock ticks
-    local s
-    s=$(<"/proc/$1/stat") || return 1
-    s=${s##*) }
-    # shellcheck disable=SC2086
-    set -- $s
-    echo $((${12} + ${13}))
-}
 
 envoy_stat() { # listener stat-suffix -> value of http.<prefix>.<suffix> (0 when absent)
     local name="http.${STAT_OF[$1]}.$2"

@@ -79,32 +79,9 @@ REL="$ROOT/target/release"
 WORK=$(mktemp -d /tmp/oidc-authz-flood.XXXXXX)
 PIDS=()
 
-log() { printf '[flood] %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ $KEEP == 1 || $rc != 0 ]]; then
-        log "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+BENCH_NAME=flood
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools and build
 for t in curl openssl python3; do command -v "$t" >/dev/null || die "$t is required"; done
@@ -211,15 +188,6 @@ EOF
     die "the bench config is invalid: $(tr '\n' ' ' <"$WORK/validate.log")"
 
 # ---------------------------------------------------------------- servers
-wait_port() { # port seconds
-    local i
-    for i in $(seq 1 $(($2 * 10))); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 python3 -m http.server --bind 127.0.0.1 --directory "$WORK/idp" "$IDP" >"$WORK/idp.log" 2>&1 &
 PIDS+=("$!")
 wait_port "$IDP" 20 || die "the static issuer did not listen (see $WORK/idp.log)"
