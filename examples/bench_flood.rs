@@ -427,11 +427,12 @@ async fn run(args: Args) -> Result<bool, String> {
         session_sample.id_token.len()
     );
     // What one kept entry is counted as by the cache it lands in (src/session/opened.rs: the
-    // sealed value plus `Session::approx_bytes`; src/oidc/provider.rs `token_weight`: twice the
-    // token's length plus 512). Invalid credentials are never kept.
+    // sealed value plus `Session::approx_bytes`; src/oidc/provider.rs `token_weight`). Invalid
+    // credentials are never kept.
     let entry_weight = match args.kind {
         Kind::ValidCookies => generator.sealed_len + session_sample.approx_bytes(),
-        Kind::ValidTokens => 2 * sample.1.trim_start_matches("Bearer ").len() + 512,
+        // `token_weight` is private to the crate: its formula, 3 × length + 512.
+        Kind::ValidTokens => 3 * sample.1.trim_start_matches("Bearer ").len() + 512,
         Kind::InvalidCookies | Kind::InvalidTokens => 0,
     };
     let expected: i32 = match args.kind {
