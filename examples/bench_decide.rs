@@ -18,7 +18,7 @@ use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse}
 use oidc_authz::app::App;
 use oidc_authz::check::CheckService;
 use oidc_authz::config::Config;
-use oidc_authz::session::cookies;
+use oidc_authz::session::cookies::RequestCookies;
 use oidc_authz::session::seal::{Purpose, Sealer};
 use oidc_authz::session::Session;
 use prost::Message;
@@ -168,12 +168,15 @@ async fn run(config_path: &Path, request_path: &Path, budget: Duration) -> Resul
     })
     .await;
     time(
-        "    cookies::get_chunked (find the session cookie)",
+        "    RequestCookies::parse (session value + upstream cookie, one pass)",
         b,
-        || async { cookies::get_chunked(black_box(&cookie), &name) },
+        || async { RequestCookies::parse(black_box(&cookie), &name).upstream },
     )
     .await;
-    let sealed = cookies::get_chunked(&cookie, &name).ok_or("no session cookie")?;
+    let sealed = RequestCookies::parse(&cookie, &name)
+        .session
+        .ok_or("no session cookie")?
+        .into_owned();
     let sealer = Sealer::new(&config.session.secrets);
     time(
         "    Sealer::open (base64 decode + XChaCha20-Poly1305)",
@@ -187,12 +190,6 @@ async fn run(config_path: &Path, request_path: &Path, budget: Duration) -> Resul
     time("    serde_json::from_slice::<Session>", b, || async {
         serde_json::from_slice::<Session>(black_box(&plain)).ok()
     })
-    .await;
-    time(
-        "  cookies::strip_ours (cookie header for upstream)",
-        b,
-        || async { cookies::strip_ours(black_box(&cookie), &name) },
-    )
     .await;
     time("prost encode the CheckResponse", b, || async {
         black_box(&response).encode_to_vec()

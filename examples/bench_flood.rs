@@ -31,6 +31,8 @@
 //! errors, how many matched the kind's expected code, and the elapsed time. Exits 0 when every
 //! answer was the expected one, 1 otherwise (2 on a usage or setup error).
 
+mod bench_common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -147,7 +149,7 @@ impl Generator {
             groups: vec!["staff".into(), "eng".into(), "oncall".into()],
             sid: Some(random_b64(16)),
         };
-        let id_token = fake_id_token(&self.issuer, &self.client_id, &identity, now);
+        let id_token = bench_common::fake_id_token(&self.issuer, &self.client_id, &identity, now);
         Session {
             id: oidc_authz::session::new_session_id(),
             iss: self.issuer.clone(),
@@ -288,35 +290,6 @@ fn random_b64_len(len: usize) -> String {
     let mut s = random_b64(len * 3 / 4 + 3);
     s.truncate(len);
     s
-}
-
-/// A JWT-shaped ID token of realistic size (~950 bytes: an RSA-2048-sized signature). Nothing
-/// verifies it on the session path: the cookie is trusted because it was sealed.
-fn fake_id_token(issuer: &str, client_id: &str, id: &Identity, now: u64) -> String {
-    let header = r#"{"alg":"RS256","kid":"k3Jq9Tz1x0bV7mN2pQ8rW5sY4uA6cE0dF1gH2iJ3kL4","typ":"JWT"}"#;
-    let payload = serde_json::json!({
-        "iss": issuer,
-        "sub": id.sub,
-        "aud": client_id,
-        "exp": now + 3600,
-        "iat": now,
-        "nonce": random_b64(18),
-        "at_hash": random_b64(16),
-        "sid": id.sid,
-        "email": id.email,
-        "email_verified": true,
-        "preferred_username": id.preferred_username,
-        "name": "Flood Test User",
-        "groups": id.groups,
-    });
-    let mut signature = [0u8; 256];
-    rand::thread_rng().fill_bytes(&mut signature);
-    format!(
-        "{}.{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(payload.to_string()),
-        URL_SAFE_NO_PAD.encode(signature)
-    )
 }
 
 #[derive(Default)]

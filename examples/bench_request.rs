@@ -11,12 +11,12 @@
 //! holds its sealed id, as a browser's would. OUT_FILE holds one gRPC length-prefixed
 //! message (0, 4-byte big-endian length, protobuf bytes), ready for `h2load --data`.
 
+mod bench_common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
@@ -94,7 +94,7 @@ fn run(config_path: &Path, url: &str, out: &Path) -> Result<String, String> {
         groups: groups.clone(),
         sid: Some("08a5019c-17e1-4977-8f42-65a12843ea02".into()),
     };
-    let id_token = fake_id_token(&rule.issuer, &rule.client_id, &identity, now);
+    let id_token = bench_common::fake_id_token(&rule.issuer, &rule.client_id, &identity, now);
     let session = Session {
         id: oidc_authz::session::new_session_id(),
         iss: rule.issuer.clone(),
@@ -234,35 +234,4 @@ fn run(config_path: &Path, url: &str, out: &Path) -> Result<String, String> {
         body.len(),
         framed.len()
     ))
-}
-
-/// A JWT-shaped string of realistic size (~900 bytes, RS256-sized signature). Nothing verifies
-/// it on the session path: the session cookie is trusted because we sealed it.
-fn fake_id_token(issuer: &str, client_id: &str, id: &Identity, now: u64) -> String {
-    let header = r#"{"alg":"RS256","kid":"k3Jq9Tz1x0bV7mN2pQ8rW5sY4uA6cE0dF1gH2iJ3kL4","typ":"JWT"}"#;
-    let payload = serde_json::json!({
-        "iss": issuer,
-        "sub": id.sub,
-        "aud": client_id,
-        "exp": now + 3600,
-        "iat": now,
-        "nonce": "n-0S6_WzA2Mj-2f7c9e1b4a8d",
-        "at_hash": "HK6E_P6Dh8Y93mRNtsDB1Q",
-        "sid": id.sid,
-        "email": id.email,
-        "email_verified": true,
-        "preferred_username": id.preferred_username,
-        "name": "Jane Doe",
-        "groups": id.groups,
-    });
-    // 256 bytes = one RSA-2048 signature.
-    let signature: Vec<u8> = (0u32..256)
-        .map(|i| (i.wrapping_mul(197).wrapping_add(89) % 251) as u8)
-        .collect();
-    format!(
-        "{}.{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(payload.to_string()),
-        URL_SAFE_NO_PAD.encode(signature)
-    )
 }

@@ -157,11 +157,16 @@ impl Default for CachesConfig {
     }
 }
 
+/// `caches.sessions` unless the file says.
+pub const DEFAULT_SESSIONS_CACHE: u64 = 64 * 1024 * 1024;
+/// `caches.tokens` unless the file says.
+pub const DEFAULT_TOKENS_CACHE: u64 = 32 * 1024 * 1024;
+
 fn default_sessions_cache() -> u64 {
-    64 * 1024 * 1024
+    DEFAULT_SESSIONS_CACHE
 }
 fn default_tokens_cache() -> u64 {
-    32 * 1024 * 1024
+    DEFAULT_TOKENS_CACHE
 }
 
 /// Sizes in bytes: a number, or a number and a unit (`KB`, `MB`, `GB` are powers of 1000;

@@ -16,13 +16,12 @@ use super::discovery::{self, Metadata};
 use super::keys::{KeyCache, KeyError, VerifyKey};
 use super::logout_token::{self, Logout, LogoutTokenError};
 use super::token::{self, Expect, TokenError, TokenHeader};
+use crate::config::DEFAULT_TOKENS_CACHE;
 use crate::metrics::{Endpoint, IdpCall, IdpRule, Metrics};
 
 /// Backoff of discovery retries: starts here, doubles, and never waits longer than the cap.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_CAP: Duration = Duration::from_secs(5);
-/// What a provider's verified bearer tokens may weigh, in bytes, unless `caches.tokens` says.
-pub const DEFAULT_TOKEN_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// How long a verified token is kept at most (its own expiry is checked on every use).
 const VERIFIED_TTL: Duration = Duration::from_secs(3600);
 
@@ -53,6 +52,7 @@ impl Provider {
         http: reqwest::Client,
         metrics: Arc<Metrics>,
         rule: &str,
+        token_cache_bytes: u64,
     ) -> Provider {
         Provider {
             issuer: issuer.to_string(),
@@ -61,16 +61,10 @@ impl Provider {
             discovered: ArcSwapOption::empty(),
             keys: KeyCache::default(),
             last_error: RwLock::new(None),
-            verified: verified_cache(DEFAULT_TOKEN_CACHE_BYTES),
+            verified: verified_cache(token_cache_bytes),
             metrics,
             metrics_rule: ArcSwap::from_pointee(rule.to_string()),
         }
-    }
-
-    /// Keeps at most `bytes` of verified tokens (`caches.tokens`).
-    pub fn with_token_cache(mut self, bytes: u64) -> Provider {
-        self.verified = verified_cache(bytes);
-        self
     }
 
     /// Counts this provider's own calls (discovery, keys) under `rule` from now on.
@@ -296,11 +290,7 @@ pub struct Providers {
 
 impl Default for Providers {
     fn default() -> Self {
-        Providers::new(
-            reqwest::Client::default(),
-            Arc::default(),
-            DEFAULT_TOKEN_CACHE_BYTES,
-        )
+        Providers::new(reqwest::Client::default(), Arc::default(), DEFAULT_TOKENS_CACHE)
     }
 }
 
@@ -326,16 +316,14 @@ impl Providers {
         if let Some(p) = self.get(key) {
             return p;
         }
-        let provider = Arc::new(
-            Provider::new(
-                issuer,
-                discovery_url,
-                self.http.clone(),
-                self.metrics.clone(),
-                rule,
-            )
-            .with_token_cache(self.token_cache_bytes),
-        );
+        let provider = Arc::new(Provider::new(
+            issuer,
+            discovery_url,
+            self.http.clone(),
+            self.metrics.clone(),
+            rule,
+            self.token_cache_bytes,
+        ));
         let mut map = match self.map.write() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),

@@ -47,13 +47,7 @@ pub fn chunk_name(name: &str, index: usize) -> String {
 
 /// Whether a cookie name belongs to the session cookie `base` (plain or a chunk).
 pub fn is_session_cookie(name: &str, base: &str) -> bool {
-    match name.strip_prefix(base) {
-        Some("") => true,
-        Some(rest) => rest
-            .strip_prefix('_')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-        None => false,
-    }
+    matches!(ours(name, base), Some(Ours::Session | Ours::Chunk(_)))
 }
 
 /// Prefix of login-state cookie names for session cookie `base`.
@@ -61,19 +55,9 @@ pub fn login_prefix(base: &str) -> String {
     format!("{base}_login_")
 }
 
-/// The `cookie` header without our cookies, or `None` when nothing is left. Every other
-/// cookie is kept byte for byte (only the whitespace between pairs is normalized to `"; "`).
-pub fn strip_ours(header: &str, base: &str) -> Option<String> {
-    match RequestCookies::parse(header, base).upstream {
-        Upstream::Unchanged => Some(header.to_string()),
-        Upstream::Remove => None,
-        Upstream::Replace(kept) => Some(kept),
-    }
-}
-
 /// The `cookie` header read in one pass: our session cookie's value (joined from its chunks
-/// when chunked), and what the backend is to receive in place of the header. The request path
-/// reads the header once; `get_chunked` and `strip_ours` are this, halved.
+/// when chunked), and what the backend is to receive in place of the header: every other
+/// cookie byte for byte (only the whitespace between pairs is normalized to `"; "`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestCookies<'a> {
     /// The first `base` cookie's value, else `base_1` + `base_2` + … (the first of each name,
@@ -252,6 +236,15 @@ impl CookieAttrs {
 mod tests {
     use super::*;
 
+    /// The header the backend gets, as the old `strip_ours` answered: `None` when it is removed.
+    fn strip_ours(header: &str, base: &str) -> Option<String> {
+        match RequestCookies::parse(header, base).upstream {
+            Upstream::Unchanged => Some(header.to_string()),
+            Upstream::Remove => None,
+            Upstream::Replace(kept) => Some(kept),
+        }
+    }
+
     fn attrs() -> CookieAttrs {
         CookieAttrs {
             secure: true,
@@ -326,7 +319,17 @@ mod tests {
     /// The pre-`RequestCookies` readers, kept as the reference the one-pass reader must agree
     /// with.
     mod reference {
-        use super::super::{chunk_name, get, is_session_cookie, login_prefix, MAX_CHUNKS};
+        use super::super::{chunk_name, get, login_prefix, MAX_CHUNKS};
+
+        fn is_session_cookie(name: &str, base: &str) -> bool {
+            match name.strip_prefix(base) {
+                Some("") => true,
+                Some(rest) => rest
+                    .strip_prefix('_')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+                None => false,
+            }
+        }
 
         pub fn get_chunked(header: &str, name: &str) -> Option<String> {
             if let Some(v) = get(header, name) {

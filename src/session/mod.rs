@@ -228,12 +228,6 @@ impl SessionCodec {
             .set_chunked(&self.cookie_name, &sealed, max_age, present)
     }
 
-    /// The session id in a `cookie` header (the `redis` store), if one opens.
-    pub fn read_session_ref(&self, cookie_header: &str) -> Option<String> {
-        let sealed = cookies::get_chunked(cookie_header, &self.cookie_name)?;
-        self.open_session_ref(&sealed)
-    }
-
     /// The session id in a sealed session-cookie value.
     pub fn open_session_ref(&self, sealed: &str) -> Option<String> {
         let plain = self.sealer.open(Purpose::SessionRef, sealed)?;

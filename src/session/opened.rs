@@ -23,8 +23,6 @@ use moka::future::Cache;
 
 use super::Session;
 
-/// The default bound, in bytes, of the sealed values and sessions kept.
-pub const DEFAULT_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 /// An entry no request asked for in this long is dropped (its browser went away).
 pub const IDLE: Duration = Duration::from_secs(10 * 60);
 
@@ -99,7 +97,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_value_is_opened_once_and_shared() {
-        let opened = OpenedSessions::new(DEFAULT_CAPACITY_BYTES);
+        let opened = OpenedSessions::new(crate::config::DEFAULT_SESSIONS_CACHE);
         let mut opens = 0;
         let first = opened
             .get_or_open("sealed-a", |_| {
@@ -121,7 +119,7 @@ mod tests {
 
     #[tokio::test]
     async fn another_value_is_opened_even_when_it_shares_a_prefix() {
-        let opened = OpenedSessions::new(DEFAULT_CAPACITY_BYTES);
+        let opened = OpenedSessions::new(crate::config::DEFAULT_SESSIONS_CACHE);
         opened.get_or_open("sealed-a", |_| Some(session("a"))).await;
         let b = opened.get_or_open("sealed-a2", |_| Some(session("b"))).await;
         assert_eq!(b.unwrap().id, "b");
@@ -131,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_value_that_does_not_open_is_not_kept() {
-        let opened = OpenedSessions::new(DEFAULT_CAPACITY_BYTES);
+        let opened = OpenedSessions::new(crate::config::DEFAULT_SESSIONS_CACHE);
         for i in 0..100 {
             assert!(opened.get_or_open(&format!("bad-{i}"), |_| None).await.is_none());
         }

@@ -307,7 +307,7 @@ impl CookieStore {
             locks: RefreshLocks::new(MAX_REFRESH_LOCKS),
             recent: RefreshMemory::new(MAX_REFRESH_MEMORY),
             logout_tokens,
-            opened: OpenedSessions::new(super::opened::DEFAULT_CAPACITY_BYTES),
+            opened: OpenedSessions::new(crate::config::DEFAULT_SESSIONS_CACHE),
         }
     }
 
