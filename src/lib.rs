@@ -46,6 +46,8 @@
 //! - `check`: the Envoy edge (`CheckRequest` → facts, `Verdict` → `CheckResponse`).
 //! - `grpc_frames`: the gRPC listener's answers cut into small HTTP/2 frames, so that many
 //!   answers leave in one write.
+//! - `grpc_workers`: the gRPC listener's accept loop; each connection is served whole on one
+//!   thread of its own (a current-thread runtime), the cores shared out by connection.
 //! - `session_endpoints`: sign-out, userinfo, back-channel and front-channel logout,
 //!   protocol-free: request facts in, `Reply` out.
 //! - `http_listener`: the HTTP edge (`/oauth2/*`, health, readiness, metrics).
@@ -80,6 +82,7 @@ pub(crate) mod clock;
 pub mod config;
 pub mod decision;
 pub(crate) mod grpc_frames;
+pub(crate) mod grpc_workers;
 pub(crate) mod http_listener;
 pub mod identity;
 pub(crate) mod login;

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
-use futures_util::TryStreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -176,21 +175,32 @@ pub async fn run(
     let check =
         AuthorizationServer::new(CheckService::new(app.clone())).max_decoding_message_size(MAX_GRPC_MESSAGE);
 
-    // TCP_NODELAY: without it a multi-write gRPC answer waits for the client's delayed ACK
-    // (~40 ms), which caps Check at a few hundred answers a second per connection.
-    let mut grpc_shutdown = shutdown.clone();
-    let grpc = tonic::transport::Server::builder()
+    // Each gRPC connection is served whole on one thread (`grpc_workers`); the threads keep
+    // what their decisions started running until this function returns.
+    let (_release, release) = watch::channel(());
+    let router = tonic::transport::Server::builder()
         .layer(crate::grpc_frames::SmallFramesLayer)
         .add_service(health_service)
-        .add_service(check)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(bound.grpc)
-                .with_nodelay(Some(true))
-                .map_ok(crate::grpc_frames::WholeWrites),
+        .add_service(check);
+    let signal = shutdown.clone();
+    let grpc = crate::grpc_workers::serve(
+        bound.grpc,
+        crate::grpc_workers::default_threads(),
+        move |incoming| {
+            let router = router.clone();
+            let mut signal = signal.clone();
             async move {
-                let _ = grpc_shutdown.wait_for(|s| *s).await;
-            },
-        );
+                router
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = signal.wait_for(|s| *s).await;
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+        shutdown.clone(),
+        release,
+    );
 
     let mut http_shutdown = shutdown.clone();
     let router = crate::http_listener::router(app.clone());
@@ -226,7 +236,7 @@ pub async fn run(
     );
 
     let (g, h, a) = tokio::join!(grpc, async { http.await }, admin);
-    g.map_err(|e| ServeError::Listener("gRPC", e.to_string()))?;
+    g.map_err(|e| ServeError::Listener("gRPC", e))?;
     h.map_err(|e| ServeError::Listener("HTTP", e.to_string()))?;
     a.map_err(|e| ServeError::Listener("admin", e.to_string()))?;
     tracing::info!("drained; bye");
