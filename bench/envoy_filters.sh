@@ -454,7 +454,7 @@ declare -A BEFORE=() SENT=()
 for l in "${LISTENERS[@]}"; do BEFORE[$l]=$(counters "$l"); SENT[$l]=0; done
 
 RESULTS="$WORK/throughput.tsv"
-printf 'round\tlistener\tn\tenvoy_ticks\tauthz_ticks\tenvoy_us\tauthz_us\treq_per_s\n' >"$RESULTS"
+printf 'round\tlistener\tn\tenvoy_ticks\tauthz_ticks\tenvoy_us\tauthz_us\treq_per_s\tenvoy_cs\tauthz_cs\n' >"$RESULTS"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "throughput: $ROUNDS rounds x ${#LISTENERS[@]} listeners x $N requests (h2load --h1 -c $CONNS -m 1 -t 1)"
 for round in $(seq 1 "$ROUNDS"); do
@@ -467,17 +467,22 @@ for round in $(seq 1 "$ROUNDS"); do
         apid=${AUTHZ_PID_OF[$l]:-}
         e0=$(cpu_ticks "$ENVOY_PID") || die "Envoy is not running"
         a0=0; if [[ -n $apid ]]; then a0=$(cpu_ticks "$apid") || die "the authz server of $l is not running"; fi
+        ecs0=$(ctx_switches "$ENVOY_PID"); acs0=0; if [[ -n $apid ]]; then acs0=$(ctx_switches "$apid"); fi
         out=$(h2load_run "$l" "$N") || die "$l: h2load failed or timed out: $out"
         e1=$(cpu_ticks "$ENVOY_PID") || die "Envoy died during the run"
         a1=0; if [[ -n $apid ]]; then a1=$(cpu_ticks "$apid") || die "the authz server of $l died"; fi
+        ecs1=$(ctx_switches "$ENVOY_PID"); acs1=0; if [[ -n $apid ]]; then acs1=$(ctx_switches "$apid"); fi
         check_h2load "$l" "$N" "$out"
         SENT[$l]=$((${SENT[$l]} + N))
         reqs=$(sed -nE 's/^finished in [^,]+, ([0-9.]+) req\/s.*/\1/p' <<<"$out")
         eus=$(awk -v t=$((e1 - e0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
         aus=-
         if [[ -n $apid ]]; then aus=$(awk -v t=$((a1 - a0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}'); fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$l" "$N" $((e1 - e0)) $((a1 - a0)) "$eus" "$aus" "$reqs" >>"$RESULTS"
-        log "round $round  $(printf '%-26s' "$l") Envoy $(printf '%6s' "$eus") us/req  authz $(printf '%6s' "$aus") us/req  $(printf '%8s' "$reqs") req/s"
+        ecs=$(awk -v c=$((ecs1 - ecs0)) -v n="$N" 'BEGIN {printf "%.2f", c / n}')
+        acs=-
+        if [[ -n $apid ]]; then acs=$(awk -v c=$((acs1 - acs0)) -v n="$N" 'BEGIN {printf "%.2f", c / n}'); fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$l" "$N" $((e1 - e0)) $((a1 - a0)) "$eus" "$aus" "$reqs" "$ecs" "$acs" >>"$RESULTS"
+        log "round $round  $(printf '%-26s' "$l") Envoy $(printf '%6s' "$eus") us/req  authz $(printf '%6s' "$aus") us/req  $(printf '%8s' "$reqs") req/s  switches/req Envoy $ecs authz $acs"
     done
 done
 

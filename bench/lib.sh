@@ -49,6 +49,11 @@ wait_port() { # port seconds: until something listens on 127.0.0.1:port
     return 1
 }
 
+ctx_switches() { # pid -> context switches (voluntary + involuntary) of all its threads so far
+    # A thread that sleeps and is woken counts one voluntary switch: the process's wake-ups.
+    awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print s + 0}' /proc/"$1"/task/*/status 2>/dev/null
+}
+
 cpu_ticks() { # pid -> utime + stime of the whole process (all threads), in clock ticks
     local s
     s=$(<"/proc/$1/stat") || return 1

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -139,9 +140,10 @@ struct Worker {
 }
 
 /// Serves `listener` on `threads` threads until `shutdown` turns true and every thread has
-/// drained its connections. `serve_thread` runs on each thread, on that thread's runtime, with
-/// the connections dealt to it; their `Incoming` ends at `shutdown` (tonic's
-/// `serve_with_incoming_shutdown` drains its connections then, as at its own signal). The threads keep driving what their decisions started until
+/// drained its connections, or until a thread stops by itself (an error: the others drain and
+/// it is returned). `serve_thread` runs on each thread, on that thread's runtime, with the
+/// connections dealt to it; their `Incoming` ends at `shutdown`, after the connections
+/// already accepted (tonic's `serve_with_incoming_shutdown` then drains its connections). The threads keep driving what their decisions started until
 /// `release` is dropped or changes: the caller holds it until the whole server has stopped.
 pub async fn serve<S, F>(
     listener: TcpListener,
@@ -154,16 +156,21 @@ where
     S: Fn(Incoming) -> F + Clone + Send + 'static,
     F: Future<Output = Result<(), String>> + 'static,
 {
+    // Log lines written on the threads go where this task's go (the process's subscriber, or
+    // a test's).
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let mut workers = Vec::with_capacity(threads.get());
-    let mut done = Vec::with_capacity(threads.get());
+    let mut done = futures_util::stream::FuturesUnordered::new();
     for n in 0..threads.get() {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let serve_thread = serve_thread.clone();
         let mut release = release.clone();
+        let dispatch = dispatch.clone();
         std::thread::Builder::new()
             .name(format!("oidc-authz-grpc-{n}"))
             .spawn(move || {
+                let _log = tracing::dispatcher::set_default(&dispatch);
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(runtime) => runtime,
                     Err(e) => {
@@ -183,10 +190,16 @@ where
         done.push(done_rx);
     }
 
+    let mut first_error = None;
     let mut turn = 0;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
+            // A thread that stops before shutdown takes no more connections: stop serving.
+            Some(ended) = done.next() => {
+                first_error = Some(ended_early(ended));
+                break;
+            }
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -203,7 +216,7 @@ where
                 let (index, worker) = least_busy(&workers, turn);
                 turn = index + 1;
                 let open = OpenGuard::new(&worker.open);
-                // A thread that has stopped takes no more; its connection is closed.
+                // Only a thread that has stopped refuses; `done` ends the loop just after.
                 let _ = worker.tx.send(Handoff { stream, open });
             }
             Err(e) if is_per_connection(&e) => {}
@@ -215,20 +228,27 @@ where
         }
     }
     // Stop taking connections at once (the kernel stops completing handshakes), and end each
-    // thread's `Incoming`.
+    // thread's `Incoming`: a thread serves what it was dealt, then drains.
     drop(listener);
     drop(workers);
 
-    let mut first_error = None;
-    for done in done {
-        let served = done
-            .await
-            .unwrap_or_else(|_| Err("a gRPC thread stopped unexpectedly".to_string()));
-        if let Err(e) = served {
+    while let Some(ended) = done.next().await {
+        if let Err(e) = ended.unwrap_or_else(|_| Err(GONE.to_string())) {
             first_error.get_or_insert(e);
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+const GONE: &str = "a gRPC thread stopped unexpectedly";
+
+/// Why a thread that ended before shutdown did.
+fn ended_early(ended: Result<Result<(), String>, oneshot::error::RecvError>) -> String {
+    match ended {
+        Ok(Ok(())) => "a gRPC thread stopped serving before shutdown".to_string(),
+        Ok(Err(e)) => e,
+        Err(_) => GONE.to_string(),
+    }
 }
 
 /// The worker with the fewest open connections; among equals, the first from `turn` on, so
@@ -282,7 +302,6 @@ mod tests {
     /// connection's whole life stays on its thread, and shutdown ends every thread's serving.
     #[tokio::test]
     async fn connections_are_dealt_to_threads_and_stay_there() {
-        use futures_util::StreamExt;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -360,6 +379,35 @@ mod tests {
         // The listener is closed at once.
         assert!(TcpStream::connect(addr).await.is_err());
         drop(release_tx);
+    }
+
+    /// A thread that stops by itself ends the serving at once with its error: the process must
+    /// not go on without `Check`.
+    #[tokio::test]
+    async fn a_thread_that_stops_ends_the_serving_with_its_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let (_release, release) = watch::channel(());
+        let serve_thread = |incoming: Incoming| async move {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            if name.ends_with("-1") {
+                drop(incoming);
+                return Err("thread 1 failed".to_string());
+            }
+            let mut incoming = incoming;
+            while incoming.next().await.is_some() {}
+            Ok(())
+        };
+        let threads = NonZeroUsize::new(2).unwrap();
+        let served = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            serve(listener, threads, serve_thread, shutdown, release),
+        )
+        .await
+        .expect("serve returns without a shutdown");
+        assert_eq!(served, Err("thread 1 failed".to_string()));
+        assert!(TcpStream::connect(addr).await.is_err());
     }
 
     #[test]

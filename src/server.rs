@@ -153,13 +153,26 @@ fn spawn_reloader(admin: Arc<RuleAdmin>, mut shutdown: watch::Receiver<bool>) {
 /// file's rules (it keeps trying in the background; `/readyz` names the store until then).
 const FIRST_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Runs until `shutdown` turns true (or, in `serve`, a signal arrives).
+/// Runs until `shutdown` turns true (or, in `serve`, a signal arrives), or until the gRPC
+/// listener fails: then the other listeners drain too, and the error is returned (so the
+/// process exits and its orchestrator restarts it, rather than serving without `Check`).
 pub async fn run(
     services: &Services,
     bound: Bound,
-    shutdown: watch::Receiver<bool>,
+    outer_shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let app = services.app.clone();
+    // Every listener stops on `shutdown`: the caller's signal, or the gRPC listener ending.
+    let (stop, shutdown) = watch::channel(false);
+    let grpc_ended = tokio::sync::Notify::new();
+    let forward = async {
+        let mut outer = outer_shutdown;
+        tokio::select! {
+            _ = outer.wait_for(|s| *s) => {}
+            _ = grpc_ended.notified() => {}
+        }
+        let _ = stop.send(true);
+    };
     spawn_reloader(services.admin.clone(), shutdown.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -182,18 +195,16 @@ pub async fn run(
         .layer(crate::grpc_frames::SmallFramesLayer)
         .add_service(health_service)
         .add_service(check);
-    let signal = shutdown.clone();
     let grpc = crate::grpc_workers::serve(
         bound.grpc,
         crate::grpc_workers::default_threads(),
         move |incoming| {
             let router = router.clone();
-            let mut signal = signal.clone();
+            // No signal of its own: a thread's `Incoming` ends at shutdown once the
+            // connections already accepted are in, and tonic then drains them.
             async move {
                 router
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = signal.wait_for(|s| *s).await;
-                    })
+                    .serve_with_incoming_shutdown(incoming, std::future::pending())
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -201,6 +212,14 @@ pub async fn run(
         shutdown.clone(),
         release,
     );
+    let grpc = async {
+        let served = grpc.await;
+        if let Err(e) = &served {
+            tracing::error!(error = %e, "gRPC listener failed; stopping");
+        }
+        grpc_ended.notify_one();
+        served
+    };
 
     let mut http_shutdown = shutdown.clone();
     let router = crate::http_listener::router(app.clone());
@@ -235,7 +254,7 @@ pub async fn run(
         "oidc-authz listening"
     );
 
-    let (g, h, a) = tokio::join!(grpc, async { http.await }, admin);
+    let (g, h, a, ()) = tokio::join!(grpc, async { http.await }, admin, forward);
     g.map_err(|e| ServeError::Listener("gRPC", e))?;
     h.map_err(|e| ServeError::Listener("HTTP", e.to_string()))?;
     a.map_err(|e| ServeError::Listener("admin", e.to_string()))?;

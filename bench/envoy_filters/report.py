@@ -8,7 +8,8 @@ rounds of the per-round ratio of total CPU (Envoy + authz server) to that of ext
 none in the same round. Latency columns show "–" for a listener without latency rows (LAT_ROUNDS=0).
 With an oidc-authz-baseline-cookie listener, also the line `oidc-authz-cookie /
 oidc-authz-baseline-cookie`: the median of the per-round ratios of their total CPU (and of the
-authz server's CPU alone). Prints the table on stdout, and "P2 P3 BASE" (the oidc-authz-cookie
+authz server's CPU alone). Then the context switches per request of Envoy and of the authz
+server (a diagnostic of wake-ups). Prints the table on stdout, and "P2 P3 BASE" (the oidc-authz-cookie
 ratio to ext_authz-noop, its p99 added over ext_authz-noop in ms, and its ratio to the baseline;
 "nan" for what was not measured) on stderr.
 """
@@ -25,7 +26,7 @@ def rows(path):
 tput, lat, ver = rows(sys.argv[1]), rows(sys.argv[2]), rows(sys.argv[3])
 p2_target, p3_target = float(sys.argv[4]), float(sys.argv[5])
 
-order, runs, coarse = [], {}, []
+order, runs, coarse, switches = [], {}, [], {}
 for r in tput:
     if int(r["envoy_ticks"]) < 50:
         coarse.append(f"{r['listener']} r{r['round']}: {r['envoy_ticks']} ticks")
@@ -35,6 +36,7 @@ for r in tput:
     e = float(r["envoy_us"])
     a = float(r["authz_us"]) if r["authz_us"] != "-" else None
     runs.setdefault(l, {})[r["round"]] = (e, a, e + (a or 0.0), float(r["req_per_s"]))
+    switches.setdefault(l, []).append((float(r["envoy_cs"]), None if r["authz_cs"] == "-" else float(r["authz_cs"])))
 
 latency = {r["listener"]: (float(r["p50_ms"]), float(r["p99_ms"])) for r in lat}
 lat_rounds = {r["listener"]: r["p99_per_round"] for r in lat}
@@ -98,6 +100,12 @@ print("\nper round (Envoy + authz µs/req):")
 for l in order:
     print(f"  {l:26s} " + "  ".join(
         f"r{k}: {v[0]:.1f}+{'-' if v[1] is None else f'{v[1]:.1f}'}" for k, v in sorted(runs[l].items())))
+print("\ncontext switches per request, median of rounds (each is a thread put to sleep or preempted;"
+      " fewer means more requests handled per wake-up):")
+for l in order:
+    es = med([x[0] for x in switches[l]])
+    az = [x[1] for x in switches[l] if x[1] is not None]
+    print(f"  {l:26s} Envoy {es:.2f}" + (f"  authz {med(az):.2f}" if az else ""))
 if lat_rounds:
     print("\np99 per latency round (ms):")
     for l in order:

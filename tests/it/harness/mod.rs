@@ -475,7 +475,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
 
 /// Captures the text log lines (as `serve` writes them, without colours) of everything that
 /// runs on this thread until the guard drops. In a `#[tokio::test]` (current-thread runtime)
-/// that includes the server's tasks, so a test sees what the server logged.
+/// that includes the server's tasks, and the gRPC threads a server started meanwhile take the
+/// same subscriber (`grpc_workers`), so a test sees what the server logged, `Check` included.
 pub fn capture_logs() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
     let logs = CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
