@@ -141,10 +141,13 @@ struct Worker {
 
 /// Serves `listener` on `threads` threads until `shutdown` turns true and every thread has
 /// drained its connections, or until a thread stops by itself (an error: the others drain and
-/// it is returned). `serve_thread` runs on each thread, on that thread's runtime, with the
-/// connections dealt to it; their `Incoming` ends at `shutdown`, after the connections
-/// already accepted (tonic's `serve_with_incoming_shutdown` then drains its connections). The threads keep driving what their decisions started until
-/// `release` is dropped or changes: the caller holds it until the whole server has stopped.
+/// it is returned).
+///
+/// `serve_thread` runs on each thread, on that thread's runtime, with the connections dealt
+/// to it. Its `Incoming` ends at `shutdown`, after the connections already accepted (tonic's
+/// `serve_with_incoming_shutdown` then drains its connections). The threads keep driving what
+/// their decisions started until `release` is dropped or changes: the caller holds it until
+/// the whole server has stopped.
 pub async fn serve<S, F>(
     listener: TcpListener,
     threads: NonZeroUsize,
