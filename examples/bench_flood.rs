@@ -319,16 +319,7 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let rules = oidc_authz::rule_source::initial_rules(&config).map_err(|e| e.to_string())?;
     let parsed = url::Url::parse(&args.url).map_err(|e| format!("`{}` is not a URL: {e}", args.url))?;
-    let host_only = parsed.host_str().ok_or("the URL has no host")?;
-    let authority = match parsed.port() {
-        Some(p) => format!("{host_only}:{p}"),
-        None => host_only.to_string(),
-    };
-    let mut raw_path = parsed.path().to_string();
-    if let Some(q) = parsed.query() {
-        raw_path.push('?');
-        raw_path.push_str(q);
-    }
+    let (authority, raw_path) = bench_common::authority_and_path(&parsed)?;
     let rule = match route(
         &rules,
         &normalize_host(&authority),

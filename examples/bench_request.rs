@@ -52,17 +52,7 @@ fn run(config_path: &Path, url: &str, out: &Path) -> Result<String, String> {
 
     let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     let scheme = parsed.scheme().to_string();
-    let host_only = parsed.host_str().ok_or_else(|| format!("`{url}` has no host"))?;
-    // The authority as a browser sends it (with a non-default port, if any).
-    let authority = match parsed.port() {
-        Some(p) => format!("{host_only}:{p}"),
-        None => host_only.to_string(),
-    };
-    let mut raw_path = parsed.path().to_string();
-    if let Some(q) = parsed.query() {
-        raw_path.push('?');
-        raw_path.push_str(q);
-    }
+    let (authority, raw_path) = bench_common::authority_and_path(&parsed)?;
 
     // The rule that governs the URL; it must require a login, or no session is ever read.
     let host = normalize_host(&authority);

@@ -42,26 +42,21 @@ fn session_store(
     codec: Arc<SessionCodec>,
     redis: Option<&Arc<RedisClient>>,
 ) -> SessionStore {
-    match (config.session.store, redis) {
-        (SessionStoreKind::Redis, Some(redis)) => SessionStore::Redis(RedisStore::new(codec, redis.clone())),
-        (_, Some(redis)) => SessionStore::Cookie(
-            CookieStore::with_logout_tokens(
-                codec,
-                Revocations::in_redis(redis.clone()),
-                Revocations::in_redis(redis.clone()),
-            )
-            .with_opened_capacity(config.caches.sessions),
+    let (revoked, logout_tokens) = match (config.session.store, redis) {
+        (SessionStoreKind::Redis, Some(redis)) => {
+            return SessionStore::Redis(RedisStore::new(codec, redis.clone()))
+        }
+        (_, Some(redis)) => (
+            Revocations::in_redis(redis.clone()),
+            Revocations::in_redis(redis.clone()),
         ),
         // (`store: redis` without an address does not pass the configuration check.)
-        (_, None) => SessionStore::Cookie(
-            CookieStore::with_logout_tokens(
-                codec,
-                Revocations::default(),
-                Revocations::in_memory(MAX_LOGOUT_TOKENS),
-            )
+        (_, None) => (Revocations::default(), Revocations::in_memory(MAX_LOGOUT_TOKENS)),
+    };
+    SessionStore::Cookie(
+        CookieStore::with_logout_tokens(codec, revoked, logout_tokens)
             .with_opened_capacity(config.caches.sessions),
-        ),
-    }
+    )
 }
 
 impl App {

@@ -1,5 +1,5 @@
 //! What the benchmark examples share (`bench_request`, `bench_flood`): a realistic session's
-//! ID token. Included by each with `mod bench_common;`.
+//! ID token, and a URL split as Envoy reports it. Included by each with `mod bench_common;`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -34,4 +34,19 @@ pub fn fake_id_token(issuer: &str, client_id: &str, id: &Identity, now: u64) -> 
         URL_SAFE_NO_PAD.encode(payload.to_string()),
         URL_SAFE_NO_PAD.encode(signature)
     )
+}
+
+/// `url`'s authority as a browser sends it (with a non-default port, if any) and its path with
+/// the query: what Envoy puts in `:authority` and `:path`.
+pub fn authority_and_path(url: &url::Url) -> Result<(String, String), String> {
+    let host = url.host_str().ok_or_else(|| format!("`{url}` has no host"))?;
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    Ok((authority, path))
 }
